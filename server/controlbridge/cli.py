@@ -1,0 +1,213 @@
+"""`controlbridge serve | generate | demo`."""
+import argparse
+import dataclasses
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")   # before transformers is first imported
+
+from controlbridge_protocol import (DEFAULT_URL, Accepted, Client, ControlBridgeError, ControlNetSettings,  # noqa: E402
+                                    JobSettings, Progress)
+
+from . import __version__  # noqa: E402
+from .progress_bar import ProgressBar  # noqa: E402
+
+TINY_NOTICE = "Note: the embedded tiny model has random weights. It makes noise, not art: use --model for a real one."
+
+
+def _size(text: str):
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+        return w, h
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 1280x720, got {text!r}") from None
+
+
+def _controlnet(text: str):
+    name, sep, source = text.partition("=")
+    if not sep or not name or not source:
+        raise argparse.ArgumentTypeError(f"expected NAME=SOURCE such as depth=./controlnet-depth, got {text!r}")
+    return name, source
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="controlbridge", description="ControlNet img2img server for Blender and Unreal")
+    p.add_argument("--version", action="version", version=f"controlbridge {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="run the generation server")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    s.add_argument("--port", type=int, default=8765, help="port (0: any free port)")
+    s.add_argument("--token", default=os.environ.get("CONTROLBRIDGE_TOKEN"),
+                   help="require this token from clients (required off loopback; env CONTROLBRIDGE_TOKEN)")
+    s.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                   help="a browser origin allowed to connect, e.g. http://localhost:3000 (default: none)")
+    s.add_argument("--model", default="tiny",
+                   help="'tiny' (embedded, random weights), a diffusers folder or a hub id")
+    s.add_argument("--controlnet", action="append", type=_controlnet, default=[], metavar="NAME=SOURCE",
+                   help="a ControlNet folder or hub id, e.g. depth=lllyasviel/control_v11f1p_sd15_depth")
+    s.add_argument("--device", default="auto", help="auto, cuda, cuda:1, mps or cpu")
+    s.add_argument("--dtype", default="auto", help="auto (fp16 on GPU, fp32 on CPU), fp32, fp16 or bf16")
+    s.add_argument("--output-dir", type=Path, default=None, help="where results and their inputs are saved")
+
+    g = sub.add_parser("generate", help="send one job to a running server and save the result")
+    g.add_argument("--url", default=DEFAULT_URL)
+    g.add_argument("--token", default=os.environ.get("CONTROLBRIDGE_TOKEN"))
+    g.add_argument("--from-png", type=Path, help="re-run the job stored in a PNG that ControlBridge wrote")
+    g.add_argument("--color", type=Path, help="the camera's color image")
+    g.add_argument("--depth", type=Path, help="raw depth (.npy float32, .exr) or a ready-made depth map (.png)")
+    g.add_argument("--depth-far", type=float, help="raw depth at or beyond this is background")
+    g.add_argument("--canny", type=Path, help="a ready-made edge image (default: computed on the server)")
+    g.add_argument("--prompt")
+    g.add_argument("--negative")
+    g.add_argument("--seed", type=int, help="-1 or absent: random (the result reports the seed used)")
+    g.add_argument("--steps", type=int)
+    g.add_argument("--cfg", type=float)
+    g.add_argument("--strength", "--denoise", dest="denoise", type=float, help="how much of the color to change")
+    g.add_argument("--sampler")
+    g.add_argument("--depth-weight", type=float, help="0 switches the depth ControlNet off")
+    g.add_argument("--canny-weight", type=float, help="0 switches the canny ControlNet off")
+    g.add_argument("--canny-low", type=int)
+    g.add_argument("--canny-high", type=int)
+    g.add_argument("--size", type=_size, help="output WIDTHxHEIGHT (default: the color image's size)")
+    g.add_argument("--model", help="the model to use (default: the server's)")
+    g.add_argument("--preview-every", type=int, default=0, help="ask for a preview every N steps")
+    g.add_argument("-o", "--output", type=Path, required=True, help="where to write the result PNG")
+
+    d = sub.add_parser("demo", help="start a server with the tiny model and render a synthetic blockout through it")
+    d.add_argument("--out", type=Path, default=Path("controlbridge-demo"), help="folder for inputs and result")
+    d.add_argument("--size", type=_size, default=(640, 360))
+    d.add_argument("--steps", type=int, default=12)
+    d.add_argument("--seed", type=int, default=42)
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            return cmd_serve(args)
+        if args.command == "generate":
+            return cmd_generate(args)
+        return cmd_demo(args)
+    except (ControlBridgeError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def cmd_serve(args) -> int:
+    from .engine.models import ModelSpec
+    from .server.app import serve_forever
+    from .server.config import ServerConfig
+    config = ServerConfig(host=args.host, port=args.port, token=args.token or None,
+                          allowed_origins=list(args.allow_origin),
+                          model=ModelSpec(args.model, dict(args.controlnet), args.device, args.dtype))
+    if args.output_dir:
+        config.output_dir = args.output_dir
+    if args.model == "tiny":
+        print(TINY_NOTICE, flush=True)
+    serve_forever(config, log=lambda m: print(m, flush=True))
+    return 0
+
+
+def settings_from_args(args, base: Optional[JobSettings] = None) -> JobSettings:
+    """Job settings from the command line, on top of `base` (a stored job) when given."""
+    s = base or JobSettings(prompt="")
+    overrides = {k: getattr(args, k) for k in ("seed", "steps", "cfg", "denoise", "sampler", "model",
+                                               "canny_low", "canny_high") if getattr(args, k) is not None}
+    if args.prompt is not None:
+        overrides["prompt"] = args.prompt
+    if args.negative is not None:
+        overrides["negative_prompt"] = args.negative
+    if args.size:
+        overrides["width"], overrides["height"] = args.size
+    overrides["preview_every"] = args.preview_every
+    s = s.replace(**overrides)
+    controlnets = dict(s.controlnets)
+    for name, weight in (("depth", args.depth_weight), ("canny", args.canny_weight)):
+        if weight == 0:
+            controlnets.pop(name, None)
+        elif weight is not None:
+            controlnets[name] = dataclasses.replace(controlnets.get(name, ControlNetSettings()), weight=weight)
+    return s.replace(controlnets=controlnets)
+
+
+def cmd_generate(args) -> int:
+    from .imaging.files import depth_file_attachment, image_file_attachment
+    if args.from_png:
+        from .server.outputs import load_input, read_job
+        stored = read_job(args.from_png)
+        base = JobSettings.from_dict(stored["settings"])     # its seed is the one actually used
+        images = {name: load_input(args.from_png, entry) for name, entry in stored["inputs"].items()}
+    else:
+        if not args.color or args.prompt is None:
+            raise ValueError("give --color and --prompt (or --from-png FILE)")
+        base, images = None, {"color": image_file_attachment("color", args.color)}
+    if args.color and args.from_png:
+        images["color"] = image_file_attachment("color", args.color)
+    if args.depth:
+        images["depth"] = depth_file_attachment(args.depth, args.depth_far)
+    if args.canny:
+        images["canny"] = image_file_attachment("canny", args.canny)
+    settings = settings_from_args(args, base)
+    if not args.from_png and "depth" not in images:
+        settings.controlnets.pop("depth", None)     # nothing to guide it
+    return _run_and_save(args.url, args.token, settings, list(images.values()), args.output)
+
+
+def _run_and_save(url, token, settings, images, output: Path, client_name: str = "") -> int:
+    bar = ProgressBar()
+    with Client(url, token, client_name or f"controlbridge-cli {__version__}") as client:
+        def on_event(event):
+            if isinstance(event, Accepted) and event.queue_position:
+                bar.message(f"queued: {event.queue_position} job(s) ahead")
+            elif isinstance(event, Progress):
+                bar.update(f"job {event.job_id}", event.step, event.total,
+                           "(preview)" if event.preview else "")
+        result = client.run(settings, images, on_event)
+    bar.end()
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_bytes(result.image.data)
+    print(f"wrote {output} ({result.image.width}x{result.image.height}, seed {result.seed}); "
+          f"server copy: {result.saved_path}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    import numpy as np
+    from PIL import Image
+
+    from controlbridge_protocol import ImageAttachment
+
+    from .demo_scene import render_blockout
+    from .engine.models import ModelSpec
+    from .imaging.depth import depth_to_control
+    from .server.app import ServerThread
+    from .server.config import ServerConfig
+
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    width, height = args.size
+    print(TINY_NOTICE)
+    rgba, depth = render_blockout(width, height)
+    Image.fromarray(rgba).save(out / "input_color.png")
+    np.save(out / "input_depth.npy", depth)
+    Image.fromarray((depth_to_control(depth) * 255).round().astype(np.uint8)).save(out / "input_depth_map.png")
+    print(f"Rendered a synthetic blockout ({width}x{height}): {out / 'input_color.png'}, {out / 'input_depth.npy'}")
+
+    config = ServerConfig(port=0, output_dir=out / "server-outputs", model=ModelSpec("tiny"))
+    with ServerThread(config, log=print) as server:
+        settings = JobSettings(prompt="a quiet street of brick houses at dusk, cinematic lighting",
+                               negative_prompt="blurry", seed=args.seed, steps=args.steps, cfg=6.0,
+                               sampler="dpmpp_2m", denoise=0.8, preview_every=4)
+        images = [ImageAttachment.raw_rgba8("color", width, height, rgba.tobytes()),
+                  ImageAttachment.raw_depth("depth", width, height, depth.astype("<f4").tobytes())]
+        print(f"Sending the job over {server.url} (depth + canny ControlNets, {args.steps} steps) ...")
+        _run_and_save(server.url, None, settings, images, out / "result.png", f"controlbridge-demo {__version__}")
+    return 0

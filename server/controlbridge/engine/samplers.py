@@ -1,0 +1,24 @@
+"""ComfyUI sampler names -> diffusers schedulers. A fresh scheduler per job: schedulers keep per-run state."""
+from diffusers import (DDIMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler,
+                       EulerDiscreteScheduler, HeunDiscreteScheduler, LCMScheduler, UniPCMultistepScheduler)
+
+# name -> (scheduler class, config overrides). Karras variants only change the sigma spacing.
+SAMPLERS = {
+    "euler": (EulerDiscreteScheduler, {}),
+    "euler_karras": (EulerDiscreteScheduler, {"use_karras_sigmas": True}),
+    "euler_a": (EulerAncestralDiscreteScheduler, {}),
+    "heun": (HeunDiscreteScheduler, {}),
+    "dpmpp_2m": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2}),
+    "dpmpp_2m_karras": (DPMSolverMultistepScheduler,
+                        {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True}),
+    "dpmpp_2m_sde": (DPMSolverMultistepScheduler, {"algorithm_type": "sde-dpmsolver++", "solver_order": 2}),
+    "ddim": (DDIMScheduler, {}),
+    "unipc": (UniPCMultistepScheduler, {}),
+    "lcm": (LCMScheduler, {}),
+}
+
+
+def make_scheduler(name: str, base_config):
+    """A new scheduler for `name`, built on the model's own scheduler config (betas, offsets, prediction type)."""
+    cls, overrides = SAMPLERS[name]
+    return cls.from_config(base_config, **overrides)

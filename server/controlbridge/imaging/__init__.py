@@ -1,0 +1,1 @@
+"""Pixel work done on the server: decoding attachments, depth normalization, canny, encoding results."""

@@ -1,0 +1,102 @@
+"""Attachment bytes <-> numpy arrays, and result encoding. The only place the server decodes or encodes pixels."""
+import io
+from typing import Dict, Optional
+
+import numpy as np
+from PIL import Image, PngImagePlugin
+
+from controlbridge_protocol import ErrorCode, ImageAttachment, ProtocolError
+
+_PIL_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
+
+
+def _bad(att: ImageAttachment, why: str) -> ProtocolError:
+    return ProtocolError(ErrorCode.BAD_IMAGE, f"attachment '{att.name}' ({att.encoding} {att.width}x{att.height}): {why}")
+
+
+def _open_encoded(att: ImageAttachment) -> Image.Image:
+    """Open an encoded image, checking its real size against the descriptor before decoding the pixels."""
+    try:
+        img = Image.open(io.BytesIO(att.data))
+    except Exception as e:  # noqa: BLE001 - PIL raises many types for bad data
+        raise _bad(att, f"not a decodable image ({e.__class__.__name__})") from None
+    if _PIL_FORMATS[att.encoding] != img.format:
+        raise _bad(att, f"the bytes are {img.format or 'unknown'}, not {att.encoding}")
+    if img.size != (att.width, att.height):
+        raise _bad(att, f"the file is {img.size[0]}x{img.size[1]}, the descriptor says {att.width}x{att.height}")
+    try:
+        img.load()
+    except Exception as e:  # noqa: BLE001
+        raise _bad(att, f"truncated or corrupt image data ({e})") from None
+    return img
+
+
+def decode_rgb(att: ImageAttachment) -> np.ndarray:
+    """uint8 HxWx3 (alpha dropped: renderers write premultiplied color)."""
+    if att.encoding == "raw_rgba8":
+        return np.frombuffer(att.data, np.uint8).reshape(att.height, att.width, 4)[:, :, :3].copy()
+    if att.encoding == "raw_f32":
+        raise _bad(att, "a color image cannot be raw_f32; send raw_rgba8, png, jpeg or webp")
+    return np.asarray(_open_encoded(att).convert("RGB"))
+
+
+def decode_scalar(att: ImageAttachment) -> np.ndarray:
+    """float32 HxW from raw_f32 as is (raw depth in scene units)."""
+    if att.encoding != "raw_f32":
+        raise _bad(att, "expected raw_f32")
+    return np.frombuffer(att.data, "<f4").reshape(att.height, att.width).copy()
+
+
+def decode_control_map(att: ImageAttachment) -> np.ndarray:
+    """A ready-made control image (8- or 16-bit, gray or color) as float32 HxWx3 in [0, 1]."""
+    if att.encoding == "raw_f32":
+        raise _bad(att, "expected an image, not raw_f32")
+    if att.encoding == "raw_rgba8":
+        return decode_rgb(att).astype(np.float32) / 255.0
+    img = _open_encoded(att)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        gray = np.asarray(img, dtype=np.float32) / 65535.0
+        return np.repeat(np.clip(gray, 0.0, 1.0)[:, :, None], 3, axis=2)
+    return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+
+
+def encode_image(rgb: np.ndarray, encoding: str, text: Optional[Dict[str, str]] = None, quality: int = 90) -> bytes:
+    """png (with optional text chunks), jpeg or webp bytes from uint8 HxWx3."""
+    img = Image.fromarray(np.ascontiguousarray(rgb))
+    buf = io.BytesIO()
+    if encoding == "png":
+        info = PngImagePlugin.PngInfo()
+        for key, value in (text or {}).items():
+            info.add_itxt(key, value)
+        img.save(buf, "PNG", pnginfo=info, compress_level=4)
+    elif encoding in ("jpeg", "webp"):
+        img.save(buf, _PIL_FORMATS[encoding], quality=quality)
+    else:
+        raise ValueError(f"cannot encode results as {encoding!r}")
+    return buf.getvalue()
+
+
+def read_png_text(path) -> Dict[str, str]:
+    with Image.open(path) as img:
+        img.load()
+        return dict(getattr(img, "text", {}) or {})
+
+
+def to_attachment(name: str, rgb: np.ndarray, encoding: str, text: Optional[Dict[str, str]] = None) -> ImageAttachment:
+    h, w = rgb.shape[:2]
+    return ImageAttachment.encoded(name, encoding, w, h, encode_image(rgb, encoding, text))
+
+
+def resize_rgb(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
+    if rgb.shape[1] == width and rgb.shape[0] == height:
+        return rgb
+    return np.asarray(Image.fromarray(rgb).resize((width, height), Image.LANCZOS))
+
+
+def resize_map(values: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Resize a float map (HxW or HxWxC) with area/linear filtering, keeping float precision."""
+    import cv2
+    if values.shape[1] == width and values.shape[0] == height:
+        return values
+    shrink = width < values.shape[1]
+    return cv2.resize(values, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)

@@ -1,0 +1,42 @@
+"""Raw renderer depth -> the depth ControlNet's input. The one implementation every client goes through.
+
+Mapping (documented in shared/PROTOCOL.md):
+1. Background: pixels that are not finite, are 0, or lie at/beyond `far` (default 65504, the largest
+   float16, which Unreal and half-float EXR writers use for "nothing hit"; Blender writes 1e10) are masked.
+2. Sign: a buffer whose valid values are all negative (camera-space -Z, the OpenGL/Blender convention) is
+   negated; otherwise negative values are background.
+3. Robust range: near/far are the 0.5th/99.5th percentiles of the valid depths, so a few stray pixels
+   do not flatten the whole map.
+4. Inverse depth, as MiDaS-style depth ControlNets were trained on: v = (1/z - 1/far) / (1/near - 1/far),
+   clipped to [0, 1]: near is bright (1), far is dark (0), background is 0.
+5. A constant plane (range below 1e-6 relative) maps every valid pixel to 1.
+"""
+from typing import Optional
+
+import numpy as np
+
+DEFAULT_FAR = 65504.0
+ROBUST_PERCENTILES = (0.5, 99.5)
+
+
+def depth_to_control(depth: np.ndarray, far: Optional[float] = None) -> np.ndarray:
+    """float32 HxW in [0, 1], near bright, background 0."""
+    z = np.asarray(depth, dtype=np.float32)
+    if z.ndim != 2:
+        raise ValueError(f"depth must be a 2-D buffer, got shape {z.shape}")
+    far_limit = DEFAULT_FAR if far is None else abs(float(far))
+    finite = np.isfinite(z)
+    if finite.any() and not (z[finite] > 0).any() and (z[finite] < 0).any():
+        z = -z
+    valid = finite & (z > 0) & (z < far_limit)
+    out = np.zeros(z.shape, dtype=np.float32)
+    if not valid.any():
+        return out
+    values = z[valid]
+    near_z, far_z = np.percentile(values, ROBUST_PERCENTILES)
+    if far_z - near_z <= 1e-6 * max(abs(far_z), 1e-12):
+        out[valid] = 1.0
+        return out
+    inv_near, inv_far = 1.0 / near_z, 1.0 / far_z
+    out[valid] = np.clip((1.0 / values - inv_far) / (inv_near - inv_far), 0.0, 1.0)
+    return out

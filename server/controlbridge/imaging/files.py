@@ -1,0 +1,76 @@
+"""Image and depth files on disk -> attachments, for the CLI (add-ons capture their own)."""
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from controlbridge_protocol import ImageAttachment
+
+from .codecs import encode_image
+
+_SENT_AS_IS = {"PNG": "png", "JPEG": "jpeg", "WEBP": "webp"}
+
+
+def image_file_attachment(name: str, path: Path) -> ImageAttachment:
+    """An image file sent as its own bytes when the wire knows its format (no re-encoding), else as PNG."""
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            fmt, (w, h) = img.format, img.size
+            if fmt not in _SENT_AS_IS:
+                rgb = np.asarray(img.convert("RGB"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file") from None
+    except OSError as e:
+        raise ValueError(f"{path}: not an image this tool can read ({e})") from None
+    if fmt in _SENT_AS_IS:
+        return ImageAttachment.encoded(name, _SENT_AS_IS[fmt], w, h, path.read_bytes())
+    return ImageAttachment.encoded(name, "png", w, h, encode_image(rgb, "png"))
+
+
+def depth_file_attachment(path: Path, far=None) -> ImageAttachment:
+    """Depth from a file.
+
+    .npy (float32) and .exr (first channel) hold raw renderer depth in scene units: the server normalizes it.
+    .png (8- or 16-bit) is taken as a ready-made depth map (near bright), as ComfyUI users keep them.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    if suffix == ".npy":
+        depth = np.load(path)
+    elif suffix == ".exr":
+        depth = _read_exr(path)
+    elif suffix == ".png":
+        return image_file_attachment("depth", path)
+    else:
+        raise ValueError(f"{path}: depth must be .npy (float32), .exr or a 16-bit .png depth map")
+    depth = np.asarray(depth, dtype=np.float32)
+    if depth.ndim == 3:
+        depth = depth[..., 0]
+    if depth.ndim != 2:
+        raise ValueError(f"{path}: expected a 2-D depth buffer, got shape {depth.shape}")
+    h, w = depth.shape
+    return ImageAttachment.raw_depth("depth", w, h, depth.astype("<f4").tobytes(), far)
+
+
+def _read_exr(path: Path) -> np.ndarray:
+    """The depth channel of an EXR: Z / Depth (also Blender's '<layer>.Depth.Z'), else R, else the first."""
+    import OpenEXR
+    try:
+        with OpenEXR.File(str(path)) as exr:
+            channels = {name: ch.pixels for name, ch in exr.channels().items()}
+    except Exception as e:  # noqa: BLE001 - the library raises plain RuntimeErrors
+        raise ValueError(f"{path}: not a readable EXR ({e})") from None
+    for name in sorted(channels, key=_depth_channel_rank):
+        pixels = channels[name]
+        return pixels if pixels.ndim == 2 else pixels[..., 0]
+    raise ValueError(f"{path}: the EXR has no channels")
+
+
+def _depth_channel_rank(name: str) -> int:
+    last = name.split(".")[-1].lower()
+    if last in ("z", "depth") or name.lower().endswith("depth.z"):
+        return 0
+    return 1 if last in ("r", "y") else 2

@@ -1,0 +1,116 @@
+"""Wiring: load the model, start the device worker, listen. Also a server on a background thread (demo, tests)."""
+import asyncio
+import threading
+from typing import Callable, Optional
+
+from websockets.asyncio.server import serve
+
+from controlbridge_protocol import ENCODINGS, Capabilities, Welcome
+
+from .. import __version__
+from ..engine.models import LoadedModel, load_model
+from ..engine.samplers import SAMPLERS
+from .config import ServerConfig
+from .jobs import ServerOffer
+from .scheduler import FairScheduler
+from .transport import WebsocketTransport
+from .worker import DeviceWorker
+
+
+class ControlBridgeServer:
+    def __init__(self, config: ServerConfig, model: Optional[LoadedModel] = None,
+                 log: Callable[[str], None] = print):
+        config.check()
+        self.config = config
+        self.log = log
+        self.model = model or load_model(config.model, log)
+        self.scheduler = FairScheduler()
+        self.offer = ServerOffer(self.model.name, sorted(self.model.controlnets), config.limits)
+        capabilities = Capabilities(
+            models=[self.model.describe()], default_model=self.model.name, controlnets=self.offer.controlnets,
+            samplers=list(SAMPLERS), encodings=list(ENCODINGS), limits=config.limits.to_dict(),
+            token_required=bool(config.token))
+        welcome = Welcome(server=f"controlbridge {__version__}", capabilities=capabilities)
+        self.transport = WebsocketTransport(config, self.scheduler, self.offer, welcome)
+        self.worker = DeviceWorker(self.model, self.scheduler, config.output_dir, self.transport.emit)
+        self.port: Optional[int] = None
+
+    @property
+    def url(self) -> str:
+        host = self.config.host if ":" not in self.config.host else f"[{self.config.host}]"
+        return f"ws://{host}:{self.port}"
+
+    async def run(self, stop: asyncio.Event, ready: Callable[[], None] = lambda: None) -> None:
+        self.transport.loop = asyncio.get_running_loop()
+        self.worker.start()
+        limits = self.config.limits
+        try:
+            async with serve(self.transport.handle, self.config.host, self.config.port,
+                             process_request=self.transport.check_request, max_size=limits.max_message_bytes,
+                             max_queue=4, compression=None) as server:
+                self.port = server.sockets[0].getsockname()[1]
+                self.log(f"ControlBridge listening on {self.url}")
+                self.log(f"Outputs go to {self.config.output_dir}")
+                ready()
+                await stop.wait()
+        finally:
+            self.scheduler.close()
+            self.worker.join(timeout=30)
+
+
+def serve_forever(config: ServerConfig, log: Callable[[str], None] = print) -> None:
+    server = ControlBridgeServer(config, log=log)
+
+    async def main():
+        await server.run(asyncio.Event())
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        log("ControlBridge stopped.")
+
+
+class ServerThread:
+    """A server on its own event loop thread, for the demo and tests: start() returns once it listens."""
+
+    def __init__(self, config: ServerConfig, model: Optional[LoadedModel] = None,
+                 log: Callable[[str], None] = lambda message: None):
+        self.server = ControlBridgeServer(config, model, log)
+        self._ready = threading.Event()
+        self._error: Optional[BaseException] = None
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._stop: Optional[asyncio.Event] = None
+        self._thread = threading.Thread(target=self._main, name="controlbridge-server", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def start(self, timeout: float = 60) -> "ServerThread":
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise RuntimeError("the server did not start in time")
+        if self._error:
+            raise self._error
+        return self
+
+    def _main(self) -> None:
+        async def main():
+            self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+            await self.server.run(self._stop, self._ready.set)
+        try:
+            asyncio.run(main())
+        except BaseException as e:  # noqa: BLE001 - reported to start()
+            self._error = e
+            self._ready.set()
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout=30)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()

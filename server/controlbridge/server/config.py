@@ -1,0 +1,50 @@
+"""Everything the server is configured with, and the limits it advertises in the welcome."""
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional
+
+from ..engine.models import ModelSpec
+from ..paths import default_output_dir
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8765
+
+
+@dataclass
+class Limits:
+    max_pixels: int = 4096 * 4096          # per image, in and out
+    max_side: int = 8192
+    max_message_bytes: int = 80 * 2**20    # per websocket frame (a 4096^2 float32 depth is 64 MiB)
+    max_steps: int = 150
+    max_queued_per_client: int = 64
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class ServerConfig:
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    token: Optional[str] = None
+    # Browser pages send an Origin header; only these may connect. Tools (no Origin) always may.
+    allowed_origins: List[str] = field(default_factory=list)
+    output_dir: Path = field(default_factory=default_output_dir)
+    model: ModelSpec = field(default_factory=ModelSpec)
+    limits: Limits = field(default_factory=Limits)
+
+    def check(self) -> None:
+        """Refuse unsafe setups before anything listens."""
+        if not self.token and not is_loopback(self.host):
+            raise ValueError(f"listening on {self.host} exposes the GPU to the network: "
+                             f"set a token with --token (or CONTROLBRIDGE_TOKEN)")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,134 @@
+"""A job from the moment it is accepted: its checked settings, decoded inputs and cancel flag.
+
+`prepare_job` is where every setting and attachment of a `generate` message is checked against what the
+server offers; each failure is a ProtocolError with a specific code and a message a person can act on.
+"""
+import secrets
+import threading
+import uuid
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+from controlbridge_protocol import ErrorCode, Generate, ImageAttachment, JobSettings, ProtocolError
+from controlbridge_protocol.settings import MAX_SEED, RANDOM_SEED
+
+from ..engine.generate import JobInputs
+from ..engine.samplers import SAMPLERS
+from ..imaging.codecs import decode_control_map, decode_rgb, decode_scalar
+from .config import Limits
+
+ATTACHMENT_NAMES = ("color", "depth", "canny", "normal")
+RESULT_ENCODINGS = ("png", "jpeg", "webp")
+
+
+@dataclass
+class Job:
+    id: str
+    client_id: str
+    request_id: str
+    settings: JobSettings              # seed resolved
+    inputs: JobInputs
+    attachments: Dict[str, ImageAttachment]   # as received, kept beside the result
+    cancel_event: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def cancelled(self) -> bool:
+        return self.cancel_event.is_set()
+
+
+@dataclass
+class ServerOffer:
+    """What jobs may ask for: the loaded model and its ControlNets, and the limits."""
+
+    model_name: str
+    controlnets: List[str]
+    limits: Limits
+
+
+def _fail(code: str, message: str) -> ProtocolError:
+    return ProtocolError(code, message)
+
+
+def _check_range(name: str, value, low, high) -> None:
+    if not (low <= value <= high):
+        raise _fail(ErrorCode.OUT_OF_RANGE, f"{name} is {value}; it must be between {low} and {high}")
+
+
+def check_settings(s: JobSettings, offer: ServerOffer) -> None:
+    if s.model is not None and s.model != offer.model_name:
+        raise _fail(ErrorCode.MODEL_NOT_LOADED,
+                    f"model {s.model!r} is not loaded; this server has {offer.model_name!r} "
+                    f"(leave the model empty to use it, or restart the server with --model)")
+    if s.sampler not in SAMPLERS:
+        raise _fail(ErrorCode.UNKNOWN_SAMPLER,
+                    f"unknown sampler {s.sampler!r}; use one of {', '.join(SAMPLERS)}")
+    _check_range("steps", s.steps, 1, offer.limits.max_steps)
+    _check_range("denoise", s.denoise, 0.01, 1.0)
+    _check_range("cfg", s.cfg, 0.0, 30.0)
+    if s.seed != RANDOM_SEED:
+        _check_range("seed", s.seed, 0, MAX_SEED)
+    _check_range("canny_low", s.canny_low, 0, 1000)
+    _check_range("canny_high", s.canny_high, s.canny_low, 1000)
+    _check_range("preview_every", s.preview_every, 0, offer.limits.max_steps)
+    if s.result_encoding not in RESULT_ENCODINGS:
+        raise _fail(ErrorCode.OUT_OF_RANGE,
+                    f"result_encoding {s.result_encoding!r}; use one of {', '.join(RESULT_ENCODINGS)}")
+    for name, cn in s.controlnets.items():
+        if name not in offer.controlnets:
+            raise _fail(ErrorCode.UNKNOWN_CONTROLNET,
+                        f"unknown ControlNet {name!r}; this server has {', '.join(offer.controlnets) or 'none'}")
+        _check_range(f"controlnets.{name}.weight", cn.weight, 0.0, 5.0)
+        _check_range(f"controlnets.{name}.start", cn.start, 0.0, 1.0)
+        _check_range(f"controlnets.{name}.end", cn.end, cn.start, 1.0)
+    if (s.width is None) != (s.height is None):
+        raise _fail(ErrorCode.BAD_MESSAGE, "give both width and height for the output size, or neither")
+    if s.width is not None:
+        _check_size("output size", s.width, s.height, offer.limits)
+
+
+def _check_size(what: str, width: int, height: int, limits: Limits) -> None:
+    if width < 8 or height < 8:
+        raise _fail(ErrorCode.OUT_OF_RANGE, f"{what} {width}x{height} is too small (at least 8x8)")
+    if width > limits.max_side or height > limits.max_side or width * height > limits.max_pixels:
+        raise _fail(ErrorCode.LIMIT_EXCEEDED,
+                    f"{what} {width}x{height} is beyond this server's limits "
+                    f"({limits.max_side} px per side, {limits.max_pixels} pixels)")
+
+
+def prepare_job(msg: Generate, client_id: str, offer: ServerOffer) -> Job:
+    """Check a generate request and decode its images; raises ProtocolError on anything wrong."""
+    s = msg.settings
+    check_settings(s, offer)
+    atts: Dict[str, ImageAttachment] = {}
+    for att in msg.images:
+        if att.name not in ATTACHMENT_NAMES:
+            raise _fail(ErrorCode.BAD_MESSAGE,
+                        f"unknown attachment {att.name!r}; expected {', '.join(ATTACHMENT_NAMES)}")
+        _check_size(f"attachment '{att.name}'", att.width, att.height, offer.limits)
+        atts[att.name] = att
+    if "color" not in atts:
+        raise _fail(ErrorCode.MISSING_ATTACHMENT, "generate needs a 'color' attachment (the camera's image)")
+    for name in s.controlnets:
+        if name not in atts and name != "canny":   # canny is computed from the color image when not sent
+            raise _fail(ErrorCode.MISSING_ATTACHMENT,
+                        f"the {name} ControlNet is on but no '{name}' attachment was sent; "
+                        f"send one or switch that ControlNet off")
+    color = atts["color"]
+    for att in atts.values():
+        if (att.width, att.height) != (color.width, color.height):
+            raise _fail(ErrorCode.SIZE_MISMATCH,
+                        f"'{att.name}' is {att.width}x{att.height} but 'color' is {color.width}x{color.height}; "
+                        f"capture every pass at the same resolution")
+
+    inputs = JobInputs(color=decode_rgb(color))
+    for name, att in atts.items():
+        if name == "color":
+            continue
+        if name == "depth" and att.encoding == "raw_f32":
+            inputs.depth_raw, inputs.depth_far = decode_scalar(att), att.far
+        else:
+            inputs.control_maps[name] = decode_control_map(att)
+
+    seed = s.seed if s.seed != RANDOM_SEED else secrets.randbelow(2**32)
+    return Job(id=uuid.uuid4().hex[:10], client_id=client_id, request_id=msg.request_id,
+               settings=s.replace(seed=seed), inputs=inputs, attachments=atts)

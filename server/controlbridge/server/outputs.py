@@ -1,0 +1,125 @@
+"""Writing every result and its inputs to the output folder, with the full settings in the PNG.
+
+Layout, one job:  <output_dir>/<prefix>_<date>-<time>_<seed>_<job>.png        the result
+                  <output_dir>/<same stem>.inputs/color.png|.jpg|.webp|.npy ... the inputs as received
+The inputs folder is written first and the result PNG last (atomically), so a PNG that exists is complete,
+and both are on disk before the result is announced. Nothing a client sends becomes a path.
+"""
+import datetime
+import io
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Optional
+
+import numpy as np
+from PIL import Image
+
+from controlbridge_protocol import ImageAttachment, JobSettings
+
+from ..imaging.codecs import encode_image, read_png_text
+
+METADATA_KEY = "controlbridge"        # PNG text chunk with the job as JSON
+A1111_KEY = "parameters"              # the line other tools (A1111, Civitai) read
+METADATA_FORMAT = 1
+_EXTENSIONS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp", "raw_rgba8": ".png", "raw_f32": ".npy"}
+
+
+@dataclass
+class SavedJob:
+    path: Path                  # the result PNG
+    metadata: dict
+
+
+def safe_prefix(prefix: str) -> str:
+    """A client's filename prefix reduced to a plain file-name fragment (never a path)."""
+    cleaned = re.sub(r"[^A-Za-z0-9_-]+", "_", prefix or "").strip("_")[:48]
+    return cleaned or "controlbridge"
+
+
+def save_job(output_dir: Path, job_id: str, settings: JobSettings, model: dict, working_size,
+             image: np.ndarray, attachments: Dict[str, ImageAttachment]) -> SavedJob:
+    output_dir = Path(output_dir).resolve()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    stem = f"{safe_prefix(settings.filename_prefix)}_{stamp}_{settings.seed}_{job_id}"
+    result_path = _inside(output_dir, output_dir / f"{stem}.png")
+    inputs_dir = _inside(output_dir, output_dir / f"{stem}.inputs")
+    inputs_dir.mkdir()
+
+    inputs = {}
+    for name, att in attachments.items():
+        path = inputs_dir / f"{name}{_EXTENSIONS[att.encoding]}"
+        _write_atomic(path, _input_bytes(att))
+        inputs[name] = {"file": f"{inputs_dir.name}/{path.name}", "encoding": att.encoding,
+                        "width": att.width, "height": att.height, "far": att.far}
+
+    metadata = {"format": METADATA_FORMAT, "job_id": job_id, "created": datetime.datetime.now().isoformat(),
+                "settings": settings.to_dict(), "model": model, "working_size": list(working_size),
+                "size": [int(image.shape[1]), int(image.shape[0])], "inputs": inputs}
+    text = {METADATA_KEY: json.dumps(metadata), A1111_KEY: a1111_parameters(settings, model, image.shape)}
+    _write_atomic(result_path, encode_image(image, "png", text))
+    return SavedJob(result_path, metadata)
+
+
+def read_job(png_path: Path) -> dict:
+    """The metadata ControlBridge embedded in a result PNG (ValueError if it is not one of ours)."""
+    text = read_png_text(png_path)
+    if METADATA_KEY not in text:
+        raise ValueError(f"{png_path} has no ControlBridge settings (was it written by ControlBridge?)")
+    return json.loads(text[METADATA_KEY])
+
+
+def load_input(png_path: Path, entry: dict) -> ImageAttachment:
+    """An input kept beside a result, as the attachment that was originally sent."""
+    path = Path(png_path).resolve().parent / entry["file"]
+    if not path.is_file():
+        raise FileNotFoundError(f"input {path} of {png_path} is missing; the job cannot be re-run without it")
+    encoding, w, h = entry["encoding"], entry["width"], entry["height"]
+    name = Path(entry["file"]).stem
+    if encoding == "raw_f32":
+        return ImageAttachment.raw_depth(name, w, h, np.load(path).astype("<f4").tobytes(), entry.get("far"))
+    if encoding == "raw_rgba8":
+        with Image.open(path) as img:
+            return ImageAttachment.raw_rgba8(name, w, h, img.convert("RGBA").tobytes())
+    return ImageAttachment.encoded(name, encoding, w, h, path.read_bytes())
+
+
+def a1111_parameters(settings: JobSettings, model: dict, shape) -> str:
+    lines = [settings.prompt]
+    if settings.negative_prompt:
+        lines.append(f"Negative prompt: {settings.negative_prompt}")
+    cns = ", ".join(f"{n} {c.weight:g} ({c.start:g}-{c.end:g})" for n, c in settings.controlnets.items())
+    lines.append(f"Steps: {settings.steps}, Sampler: {settings.sampler}, CFG scale: {settings.cfg:g}, "
+                 f"Seed: {settings.seed}, Size: {shape[1]}x{shape[0]}, Model: {model.get('name')}, "
+                 f"Denoising strength: {settings.denoise:g}, ControlNet: {cns or 'none'}")
+    return "\n".join(lines)
+
+
+def _input_bytes(att: ImageAttachment) -> bytes:
+    buf = io.BytesIO()
+    if att.encoding == "raw_f32":
+        np.save(buf, np.frombuffer(att.data, "<f4").reshape(att.height, att.width))
+        return buf.getvalue()
+    if att.encoding == "raw_rgba8":
+        Image.frombytes("RGBA", (att.width, att.height), att.data).save(buf, "PNG")
+        return buf.getvalue()
+    return att.data
+
+
+def _inside(root: Path, path: Path) -> Path:
+    resolved = path.resolve()
+    if resolved.parent != root:
+        raise ValueError(f"refusing to write {resolved}: outside the output folder {root}")
+    return resolved
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

@@ -1,0 +1,87 @@
+"""How an image travels: a small JSON descriptor in the message, the pixels in a binary frame.
+
+Rows are always top row first. Raw encodings have no header:
+- raw_rgba8: 4 bytes per pixel (R, G, B, A), sRGB.
+- raw_f32:   one little-endian float32 per pixel (renderer depth in scene units, or any scalar map).
+Encoded images (png, jpeg, webp) carry the file bytes; width/height must match the file.
+"""
+from dataclasses import dataclass, field
+from typing import Optional
+
+from .errors import ErrorCode, ProtocolError
+
+ENCODED_FORMATS = ("png", "jpeg", "webp")
+RAW_BYTES_PER_PIXEL = {"raw_rgba8": 4, "raw_f32": 4}
+ENCODINGS = ENCODED_FORMATS + tuple(RAW_BYTES_PER_PIXEL)
+
+
+@dataclass
+class ImageAttachment:
+    name: str
+    encoding: str
+    width: int
+    height: int
+    data: bytes = field(repr=False)
+    # raw_f32 depth only: values at or beyond `far` are background (sky, nothing hit).
+    far: Optional[float] = None
+
+    @classmethod
+    def raw_rgba8(cls, name: str, width: int, height: int, data: bytes) -> "ImageAttachment":
+        return cls(name, "raw_rgba8", width, height, bytes(data))
+
+    @classmethod
+    def raw_depth(cls, name: str, width: int, height: int, data: bytes, far: Optional[float] = None) -> "ImageAttachment":
+        return cls(name, "raw_f32", width, height, bytes(data), far)
+
+    @classmethod
+    def encoded(cls, name: str, encoding: str, width: int, height: int, data: bytes) -> "ImageAttachment":
+        return cls(name, encoding, width, height, bytes(data))
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+    def descriptor(self) -> dict:
+        """The JSON half of the attachment; the binary frame carries `data`."""
+        d = {"name": self.name, "encoding": self.encoding, "width": self.width,
+             "height": self.height, "bytes": len(self.data)}
+        if self.far is not None:
+            d["far"] = self.far
+        return d
+
+    @classmethod
+    def check_descriptor(cls, d: object) -> dict:
+        """Validate a descriptor received from the wire; returns it, or raises ProtocolError."""
+        if not isinstance(d, dict):
+            raise ProtocolError(ErrorCode.BAD_MESSAGE, "each attachment descriptor must be a JSON object")
+        name = d.get("name")
+        if not isinstance(name, str) or not name:
+            raise ProtocolError(ErrorCode.BAD_MESSAGE, "attachment descriptor needs a 'name' string")
+        enc = d.get("encoding")
+        if enc not in ENCODINGS:
+            raise ProtocolError(ErrorCode.BAD_IMAGE,
+                                f"attachment '{name}': unknown encoding {enc!r}; use one of {', '.join(ENCODINGS)}")
+        for key in ("width", "height", "bytes"):
+            v = d.get(key)
+            if not isinstance(v, int) or isinstance(v, bool) or v < (0 if key == "bytes" else 1):
+                raise ProtocolError(ErrorCode.BAD_MESSAGE,
+                                    f"attachment '{name}': '{key}' must be a positive integer")
+        far = d.get("far")
+        if far is not None and (not isinstance(far, (int, float)) or isinstance(far, bool)):
+            raise ProtocolError(ErrorCode.BAD_MESSAGE, f"attachment '{name}': 'far' must be a number")
+        if enc in RAW_BYTES_PER_PIXEL:
+            expected = d["width"] * d["height"] * RAW_BYTES_PER_PIXEL[enc]
+            if d["bytes"] != expected:
+                raise ProtocolError(ErrorCode.BAD_IMAGE,
+                                    f"attachment '{name}': {enc} {d['width']}x{d['height']} needs {expected} bytes, "
+                                    f"descriptor says {d['bytes']}")
+        return d
+
+    @classmethod
+    def from_descriptor(cls, d: dict, data: bytes) -> "ImageAttachment":
+        if len(data) != d["bytes"]:
+            raise ProtocolError(ErrorCode.BAD_IMAGE,
+                                f"attachment '{d['name']}': expected {d['bytes']} bytes, received {len(data)}")
+        far = d.get("far")
+        return cls(d["name"], d["encoding"], d["width"], d["height"], data,
+                   float(far) if far is not None else None)

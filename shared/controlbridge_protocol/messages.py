@@ -1,0 +1,213 @@
+"""Every message of protocol v1 as a dataclass; the only place that knows the JSON field names.
+
+A message on the wire is a JSON object with a "type" key, plus an "attachments" list of image descriptors
+when it carries images (their bytes follow as binary frames, see framing.py). Receivers are strict about
+what clients send (a typo in a setting is an error, not a silent default) and lenient about fields a newer
+server adds.
+"""
+import dataclasses
+from dataclasses import dataclass, field
+from typing import ClassVar, Dict, List, Optional
+
+from .errors import ErrorCode, ProtocolError
+from .images import ImageAttachment
+from .settings import JobSettings, typed_fields
+
+PROTOCOL_VERSION = 1
+
+
+@dataclass
+class Capabilities:
+    """What a server offers, sent in the welcome: clients read this instead of hard-coding lists."""
+
+    models: List[dict] = field(default_factory=list)       # {"name", "family", "native_resolution"}
+    default_model: str = ""
+    controlnets: List[str] = field(default_factory=list)   # e.g. ["depth", "canny"]
+    samplers: List[str] = field(default_factory=list)
+    encodings: List[str] = field(default_factory=list)     # image encodings the server decodes
+    limits: Dict[str, int] = field(default_factory=dict)   # max_pixels, max_message_bytes, max_steps, ...
+    token_required: bool = False
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Capabilities":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass
+class Message:
+    type: ClassVar[str] = ""
+    from_server: ClassVar[bool] = False   # server messages are read leniently (see module doc)
+
+    def attachments(self) -> List[ImageAttachment]:
+        return []
+
+    def to_json(self) -> dict:
+        d = {"type": self.type}
+        d.update(dataclasses.asdict(self))
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict, attachments: List[ImageAttachment]) -> "Message":
+        d = {k: v for k, v in d.items() if k not in ("type", "attachments")}
+        return cls(**typed_fields(cls, d, cls.type, allow_unknown=cls.from_server))
+
+
+# ---- client -> server --------------------------------------------------------------------------
+
+@dataclass
+class Hello(Message):
+    type: ClassVar[str] = "hello"
+    protocol: int = PROTOCOL_VERSION
+    client: str = ""          # who is speaking, e.g. "blender 4.2 / controlbridge-addon 0.1"
+
+
+@dataclass
+class Generate(Message):
+    type: ClassVar[str] = "generate"
+    request_id: str = ""      # chosen by the client; echoed in `accepted` and in errors about this request
+    settings: Optional[JobSettings] = None
+    images: List[ImageAttachment] = field(default_factory=list)
+
+    def attachments(self):
+        return list(self.images)
+
+    def to_json(self):
+        return {"type": self.type, "request_id": self.request_id, "settings": self.settings.to_dict()}
+
+    @classmethod
+    def from_json(cls, d, attachments):
+        request_id = d.get("request_id", "")
+        if not isinstance(request_id, str):
+            raise ProtocolError(ErrorCode.BAD_MESSAGE, "generate.request_id must be a string")
+        unknown = sorted(set(d) - {"type", "request_id", "settings", "attachments"})
+        if unknown:
+            raise ProtocolError(ErrorCode.BAD_MESSAGE, f"generate: unknown field(s) {', '.join(unknown)}")
+        if "settings" not in d:
+            raise ProtocolError(ErrorCode.BAD_MESSAGE, "generate needs a 'settings' object")
+        return cls(request_id, JobSettings.from_dict(d["settings"]), list(attachments))
+
+
+@dataclass
+class Cancel(Message):
+    type: ClassVar[str] = "cancel"
+    job_id: Optional[str] = None   # None: every job of this client
+
+
+@dataclass
+class Ping(Message):
+    type: ClassVar[str] = "ping"
+
+
+# ---- server -> client --------------------------------------------------------------------------
+
+@dataclass
+class Welcome(Message):
+    from_server: ClassVar[bool] = True
+    type: ClassVar[str] = "welcome"
+    protocol: int = PROTOCOL_VERSION
+    server: str = ""
+    capabilities: Capabilities = field(default_factory=Capabilities)
+
+    @classmethod
+    def from_json(cls, d, attachments):
+        return cls(d.get("protocol", 0), d.get("server", ""), Capabilities.from_dict(d.get("capabilities") or {}))
+
+
+@dataclass
+class Accepted(Message):
+    from_server: ClassVar[bool] = True
+    type: ClassVar[str] = "accepted"
+    request_id: str = ""
+    job_id: str = ""
+    queue_position: int = 0   # jobs that will run before this one
+
+
+@dataclass
+class Progress(Message):
+    from_server: ClassVar[bool] = True
+    type: ClassVar[str] = "progress"
+    job_id: str = ""
+    step: int = 0
+    total: int = 0
+    preview: Optional[ImageAttachment] = None
+
+    def attachments(self):
+        return [self.preview] if self.preview else []
+
+    def to_json(self):
+        return {"type": self.type, "job_id": self.job_id, "step": self.step, "total": self.total}
+
+    @classmethod
+    def from_json(cls, d, attachments):
+        return cls(d.get("job_id", ""), d.get("step", 0), d.get("total", 0), attachments[0] if attachments else None)
+
+
+@dataclass
+class Result(Message):
+    from_server: ClassVar[bool] = True
+    type: ClassVar[str] = "result"
+    job_id: str = ""
+    request_id: str = ""
+    settings: Optional[JobSettings] = None   # everything used, the seed included
+    seed: int = 0
+    saved_path: str = ""                     # where the server wrote the PNG (already on disk)
+    image: Optional[ImageAttachment] = None
+
+    def attachments(self):
+        return [self.image]
+
+    def to_json(self):
+        return {"type": self.type, "job_id": self.job_id, "request_id": self.request_id,
+                "settings": self.settings.to_dict(), "seed": self.seed, "saved_path": self.saved_path}
+
+    @classmethod
+    def from_json(cls, d, attachments):
+        if len(attachments) != 1:
+            raise ProtocolError(ErrorCode.MISSING_ATTACHMENT, "a result carries exactly one image")
+        return cls(d.get("job_id", ""), d.get("request_id", ""), JobSettings.from_dict(d.get("settings")),
+                   d.get("seed", 0), d.get("saved_path", ""), attachments[0])
+
+
+@dataclass
+class JobError(Message):
+    from_server: ClassVar[bool] = True
+    type: ClassVar[str] = "error"
+    code: str = ErrorCode.INTERNAL
+    message: str = ""          # one line a person can act on
+    job_id: Optional[str] = None
+    request_id: Optional[str] = None
+
+
+@dataclass
+class Cancelled(Message):
+    from_server: ClassVar[bool] = True
+    type: ClassVar[str] = "cancelled"
+    job_id: str = ""
+
+
+@dataclass
+class Pong(Message):
+    from_server: ClassVar[bool] = True
+    type: ClassVar[str] = "pong"
+    queued: int = 0            # jobs waiting, all clients together
+    running: Optional[str] = None   # the job on the device now, if it is this client's
+    your_jobs: List[str] = field(default_factory=list)
+
+    @classmethod
+    def from_json(cls, d, attachments):
+        return cls(d.get("queued", 0), d.get("running"), list(d.get("your_jobs") or []))
+
+
+CLIENT_MESSAGES = {m.type: m for m in (Hello, Generate, Cancel, Ping)}
+SERVER_MESSAGES = {m.type: m for m in (Welcome, Accepted, Progress, Result, JobError, Cancelled, Pong)}
+
+
+@dataclass
+class Disconnected:
+    """Not a wire message: the client library's event for a connection that ended."""
+
+    reason: str = ""

@@ -1,0 +1,116 @@
+"""The one typed object that holds every setting of a generation job, serialized in one place.
+
+Names follow what ComfyUI users know (seed, steps, cfg, sampler, denoise). The server checks ranges
+against its advertised limits; this module checks types, so a malformed job fails with the field's name.
+"""
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from typing import Dict, Optional
+
+from .errors import ErrorCode, ProtocolError
+
+RANDOM_SEED = -1
+MAX_SEED = 2**63 - 1
+
+
+@dataclass
+class ControlNetSettings:
+    """One ControlNet's strength and the part of the schedule it acts on (as fractions of the steps)."""
+
+    weight: float = 1.0
+    start: float = 0.0
+    end: float = 1.0
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: object, where: str = "controlnet") -> "ControlNetSettings":
+        return cls(**typed_fields(cls, d, where))
+
+
+def _default_controlnets() -> Dict[str, ControlNetSettings]:
+    return {"depth": ControlNetSettings(), "canny": ControlNetSettings()}
+
+
+@dataclass
+class JobSettings:
+    prompt: str
+    negative_prompt: str = ""
+    seed: int = RANDOM_SEED            # -1: the server picks one and reports it
+    steps: int = 20
+    cfg: float = 7.0
+    sampler: str = "euler_a"
+    denoise: float = 0.75              # img2img strength: how much of the color image is changed
+    width: Optional[int] = None        # output size; None: the color image's size
+    height: Optional[int] = None
+    model: Optional[str] = None        # None: the server's default model
+    # Which ControlNets act, by name; leave a name out to switch that ControlNet off.
+    controlnets: Dict[str, ControlNetSettings] = field(default_factory=_default_controlnets)
+    canny_low: int = 100               # OpenCV Canny thresholds, used when the server computes the edges
+    canny_high: int = 200
+    preview_every: int = 0             # send a preview image every N steps; 0: none
+    result_encoding: str = "png"       # png (lossless, saved the same), jpeg or webp for the wire copy
+    filename_prefix: str = ""          # sanitized by the server; never a path
+
+    def replace(self, **changes) -> "JobSettings":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["controlnets"] = {name: cn.to_dict() for name, cn in self.controlnets.items()}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: object) -> "JobSettings":
+        if not isinstance(d, dict):
+            raise ProtocolError(ErrorCode.BAD_MESSAGE, "'settings' must be a JSON object")
+        d = dict(d)
+        raw_cns = d.pop("controlnets", None)
+        values = typed_fields(cls, d, "settings", skip={"controlnets"})
+        if raw_cns is not None:
+            if not isinstance(raw_cns, dict):
+                raise ProtocolError(ErrorCode.BAD_MESSAGE,
+                                    "settings.controlnets must be an object of name -> {weight, start, end}")
+            values["controlnets"] = {str(name): ControlNetSettings.from_dict(cn, f"settings.controlnets.{name}")
+                                     for name, cn in raw_cns.items()}
+        if "prompt" not in values:
+            raise ProtocolError(ErrorCode.BAD_MESSAGE, "settings.prompt is required (it may be empty)")
+        return cls(**values)
+
+
+_JSON_TYPES = {str: ((str,), "a string"), int: ((int,), "an integer"), float: ((int, float), "a number")}
+
+
+def _json_rule(annotation):
+    """(accepted Python types, words for the error) for a field annotated str, int, float or Optional[...]."""
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is typing.Union and len(args) == 2 and type(None) in args:
+        inner = args[0] if args[1] is type(None) else args[1]
+        types, words = _JSON_TYPES[inner]
+        return types + (type(None),), words + " or null"
+    return _JSON_TYPES[annotation]
+
+
+def typed_fields(cls, d: object, where: str, skip=frozenset(), allow_unknown=False) -> dict:
+    """Pick the dataclass's fields out of `d`, checking each value's JSON type.
+
+    Unknown keys are an error (a typo must not become a silent default) unless `allow_unknown`, which
+    receivers of server messages use so that an older client can talk to a newer server."""
+    if not isinstance(d, dict):
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"{where} must be a JSON object")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)} - set(skip)
+    unknown = sorted(set(d) - names)
+    if unknown and not allow_unknown:
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"{where}: unknown field(s) {', '.join(unknown)}")
+    out = {}
+    for name, value in d.items():
+        if name not in names:
+            continue
+        types, words = _json_rule(hints[name])
+        if isinstance(value, bool) or not isinstance(value, types):
+            raise ProtocolError(ErrorCode.BAD_MESSAGE, f"{where}.{name} must be {words}, got {value!r}")
+        out[name] = float(value) if hints[name] is float else value
+    return out
