@@ -57,8 +57,11 @@ class Client:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
         options = dict(additional_headers=headers, open_timeout=timeout, max_size=CLIENT_MAX_MESSAGE_BYTES,
                        compression=None)   # images are compressed already; deflate only costs time
-        if "proxy" in inspect.signature(ws_connect).parameters:
+        supported = inspect.signature(ws_connect).parameters   # websockets 13 .. 17 differ here
+        if "proxy" in supported:
             options["proxy"] = None         # a local server: never route through a system proxy
+        if "legacy" in supported:
+            options["legacy"] = True        # a plain connection object, closed by close()
         try:
             ws = ws_connect(self.url, **options)
         except InvalidStatus as e:

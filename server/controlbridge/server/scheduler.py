@@ -1,47 +1,63 @@
 """The fair job queue between the connections and the device worker.
 
-Each client has its own FIFO; the worker takes one job per client in turn (round robin), so one client's
-batch of 20 does not starve another's single job. Thread-safe: the event loop submits and cancels, the
-worker thread takes and finishes.
+Each client has its own FIFO. The worker takes the next job from the waiting client that has been served
+least (fewest jobs run; on a tie, the one served longest ago), so one client's batch of 20 does not starve
+another's single job. A client that starts waiting joins at the current service level of the others, so it
+gets its fair turn at once but cannot claim credit for the time it was idle. Thread-safe: the event loop
+submits and cancels, the worker thread takes and finishes.
 """
+import itertools
 import threading
-from collections import OrderedDict, deque
+from collections import deque
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 from .jobs import Job
 
 
+@dataclass
+class _ClientQueue:
+    jobs: deque = field(default_factory=deque)
+    served: int = 0           # jobs this client has had on the device while competing
+    last_served: int = -1     # tick of its latest turn
+
+    def rank(self):
+        return (self.served, self.last_served)
+
+
 class FairScheduler:
     def __init__(self):
         self._cond = threading.Condition()
-        self._queues: "OrderedDict[str, deque]" = OrderedDict()   # rotation order: next client first
+        self._clients: Dict[str, _ClientQueue] = {}
+        self._ticks = itertools.count()
         self._running: Optional[Job] = None
         self._closed = False
 
     def submit(self, job: Job) -> int:
         """Queue a job; returns how many jobs will run before it (the running one included)."""
         with self._cond:
-            self._queues.setdefault(job.client_id, deque()).append(job)
+            state = self._clients.setdefault(job.client_id, _ClientQueue())
+            if not state.jobs:
+                waiting = [c.served for cid, c in self._clients.items() if c.jobs and cid != job.client_id]
+                state.served = max(state.served, min(waiting, default=state.served))
+            state.jobs.append(job)
             self._cond.notify()
             return self._order().index(job) + (1 if self._running else 0)
 
     def queued_for(self, client_id: str) -> int:
         with self._cond:
-            return len(self._queues.get(client_id, ()))
+            state = self._clients.get(client_id)
+            return len(state.jobs) if state else 0
 
     def take(self, timeout: Optional[float] = None) -> Optional[Job]:
         """The next job in fair order, blocking until there is one (None on timeout or close)."""
         with self._cond:
-            if not self._cond.wait_for(lambda: self._queues or self._closed, timeout):
+            if not self._cond.wait_for(lambda: self._waiting() or self._closed, timeout) or self._closed:
                 return None
-            if self._closed:
-                return None
-            client_id, jobs = next(iter(self._queues.items()))
-            job = jobs.popleft()
-            if jobs:
-                self._queues.move_to_end(client_id)   # this client waits for everyone else's turn
-            else:
-                del self._queues[client_id]
+            state = min(self._waiting(), key=_ClientQueue.rank)
+            job = state.jobs.popleft()
+            state.served += 1
+            state.last_served = next(self._ticks)
             self._running = job
             return job
 
@@ -54,42 +70,54 @@ class FairScheduler:
         """Cancel one job or all of a client's jobs. Returns the queued jobs removed; a running job is
         flagged and its worker stops it within one step (and reports it)."""
         with self._cond:
-            removed = []
-            jobs = self._queues.get(client_id)
-            if jobs:
-                removed = [j for j in jobs if job_id is None or j.id == job_id]
-                for j in removed:
-                    jobs.remove(j)
-                    j.cancel_event.set()
-                if not jobs:
-                    del self._queues[client_id]
+            state = self._clients.get(client_id)
+            removed = [j for j in (state.jobs if state else ()) if job_id is None or j.id == job_id]
+            for j in removed:
+                state.jobs.remove(j)
+                j.cancel_event.set()
             running = self._running
             if running and running.client_id == client_id and job_id in (None, running.id):
                 running.cancel_event.set()
             return removed
 
+    def forget(self, client_id: str) -> None:
+        """A client that left: cancel everything of it and drop its bookkeeping."""
+        with self._cond:
+            self.cancel(client_id)
+            self._clients.pop(client_id, None)
+
     def knows(self, client_id: str, job_id: str) -> bool:
         with self._cond:
             running = self._running
+            state = self._clients.get(client_id)
             return (running is not None and running.id == job_id and running.client_id == client_id) or any(
-                j.id == job_id for j in self._queues.get(client_id, ()))
+                j.id == job_id for j in (state.jobs if state else ()))
 
     def snapshot(self, client_id: str) -> Dict[str, object]:
         with self._cond:
             running = self._running
-            return {"queued": sum(len(q) for q in self._queues.values()),
+            state = self._clients.get(client_id)
+            return {"queued": sum(len(c.jobs) for c in self._clients.values()),
                     "running": running.id if running and running.client_id == client_id else None,
-                    "your_jobs": [j.id for j in self._queues.get(client_id, ())]}
+                    "your_jobs": [j.id for j in (state.jobs if state else ())]}
 
     def close(self) -> None:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
 
+    def _waiting(self) -> List[_ClientQueue]:
+        return [c for c in self._clients.values() if c.jobs]
+
     def _order(self) -> List[Job]:
-        """Every queued job in the order the worker will take them."""
-        queues = [list(q) for q in self._queues.values()]
-        order = []
-        for i in range(max((len(q) for q in queues), default=0)):
-            order.extend(q[i] for q in queues if i < len(q))
+        """Every queued job in the order the worker will take them (a dry run of take())."""
+        sim = {cid: [list(c.jobs), c.served, c.last_served] for cid, c in self._clients.items() if c.jobs}
+        order, tick = [], 10**18
+        while sim:
+            cid = min(sim, key=lambda k: (sim[k][1], sim[k][2]))
+            jobs = sim[cid]
+            order.append(jobs[0].pop(0))
+            jobs[1], jobs[2], tick = jobs[1] + 1, tick, tick + 1
+            if not jobs[0]:
+                del sim[cid]
         return order

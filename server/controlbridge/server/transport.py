@@ -85,9 +85,8 @@ class WebsocketTransport:
             pass
         finally:
             del self.connections[conn.id]
-            cancelled = self.scheduler.cancel(conn.id)   # a client that left takes its jobs with it
-            if cancelled:
-                log.info("client %s left; cancelled %d queued job(s)", conn.client_name or conn.id, len(cancelled))
+            self.scheduler.forget(conn.id)   # a client that left takes its jobs with it
+            log.info("client %s left", conn.client_name or conn.id)
             sender.cancel()
 
     async def _send_loop(self, conn: Connection) -> None:

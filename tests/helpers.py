@@ -1,0 +1,26 @@
+"""Inputs and checks the tests share."""
+import io
+
+import numpy as np
+from PIL import Image
+
+from controlbridge_protocol import ImageAttachment, JobSettings
+
+
+def blockout_images(width=160, height=96):
+    """Color + raw depth of the demo's synthetic blockout, as a client sends them."""
+    from controlbridge.demo_scene import render_blockout
+    rgba, depth = render_blockout(width, height)
+    return [ImageAttachment.raw_rgba8("color", width, height, rgba.tobytes()),
+            ImageAttachment.raw_depth("depth", width, height, depth.astype("<f4").tobytes())]
+
+
+def quick_settings(**changes) -> JobSettings:
+    """A fast job for the tiny model."""
+    base = JobSettings(prompt="a house", negative_prompt="blurry", seed=7, steps=4, cfg=5.0, sampler="euler",
+                       denoise=1.0)
+    return base.replace(**changes)
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
