@@ -37,7 +37,8 @@ def make_server(tiny_model, tmp_path):
 
     def make(**overrides):
         overrides.setdefault("output_dir", tmp_path / f"outputs{len(started)}")
-        config = ServerConfig(port=0, **overrides)
+        overrides.setdefault("port", 0)
+        config = ServerConfig(**overrides)
         server = ServerThread(config, model=tiny_model).start()
         started.append(server)
         return server

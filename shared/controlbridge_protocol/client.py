@@ -9,6 +9,7 @@ import collections
 import inspect
 import queue
 import threading
+import time
 import uuid
 from typing import Callable, List, Optional
 
@@ -91,6 +92,17 @@ class Client:
                                         daemon=True)
         self._reader.start()
         return welcome
+
+    def reconnect(self, attempts: int = 5, delay: float = 0.5, timeout: float = 10.0) -> Welcome:
+        """connect(), retried with a growing pause: for a server that restarts or is still loading its model."""
+        for attempt in range(attempts):
+            try:
+                return self.connect(timeout)
+            except ConnectionFailed:
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(delay * 2 ** attempt)
+        raise ConnectionFailed(f"no attempts to reconnect to {self.url}")
 
     def _read_welcome(self, ws, timeout: float) -> Welcome:
         reader = framing.MessageReader(SERVER_MESSAGES)
@@ -216,7 +228,6 @@ class Client:
 
     def _wait_for(self, wanted, timeout, what):
         """Block until an event satisfies `wanted`; others are stashed for the next poll, in order."""
-        import time
         deadline = None if timeout is None else time.monotonic() + timeout
         skipped = []
         try:

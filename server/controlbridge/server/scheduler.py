@@ -6,7 +6,6 @@ another's single job. A client that starts waiting joins at the current service 
 gets its fair turn at once but cannot claim credit for the time it was idle. Thread-safe: the event loop
 submits and cancels, the worker thread takes and finishes.
 """
-import itertools
 import threading
 from collections import deque
 from dataclasses import dataclass, field
@@ -25,11 +24,19 @@ class _ClientQueue:
         return (self.served, self.last_served)
 
 
+def _serve_next(clients: List[_ClientQueue], tick: int) -> Job:
+    """Pop the next job in fair order from the waiting clients and book the turn."""
+    state = min((c for c in clients if c.jobs), key=_ClientQueue.rank)
+    state.served += 1
+    state.last_served = tick
+    return state.jobs.popleft()
+
+
 class FairScheduler:
     def __init__(self):
         self._cond = threading.Condition()
         self._clients: Dict[str, _ClientQueue] = {}
-        self._ticks = itertools.count()
+        self._tick = 0
         self._running: Optional[Job] = None
         self._closed = False
 
@@ -54,10 +61,8 @@ class FairScheduler:
         with self._cond:
             if not self._cond.wait_for(lambda: self._waiting() or self._closed, timeout) or self._closed:
                 return None
-            state = min(self._waiting(), key=_ClientQueue.rank)
-            job = state.jobs.popleft()
-            state.served += 1
-            state.last_served = next(self._ticks)
+            job = _serve_next(self._waiting(), self._tick)
+            self._tick += 1
             self._running = job
             return job
 
@@ -110,14 +115,7 @@ class FairScheduler:
         return [c for c in self._clients.values() if c.jobs]
 
     def _order(self) -> List[Job]:
-        """Every queued job in the order the worker will take them (a dry run of take())."""
-        sim = {cid: [list(c.jobs), c.served, c.last_served] for cid, c in self._clients.items() if c.jobs}
-        order, tick = [], 10**18
-        while sim:
-            cid = min(sim, key=lambda k: (sim[k][1], sim[k][2]))
-            jobs = sim[cid]
-            order.append(jobs[0].pop(0))
-            jobs[1], jobs[2], tick = jobs[1] + 1, tick, tick + 1
-            if not jobs[0]:
-                del sim[cid]
-        return order
+        """Every queued job in the order the worker will take them (a dry run of take() on copies)."""
+        copies = [_ClientQueue(deque(c.jobs), c.served, c.last_served) for c in self._waiting()]
+        count = sum(len(c.jobs) for c in copies)
+        return [_serve_next(copies, self._tick + i) for i in range(count)]
