@@ -109,6 +109,7 @@ def test_job_level_bad_inputs(client, server):
         (quick_settings(steps=0), images, ErrorCode.OUT_OF_RANGE, "steps is 0"),
         (quick_settings(steps=1000), images, ErrorCode.OUT_OF_RANGE, "between 1 and 150"),
         (quick_settings(denoise=1.5), images, ErrorCode.OUT_OF_RANGE, "denoise"),
+        (quick_settings(sampler="lcm", steps=40, denoise=0.5), images, ErrorCode.OUT_OF_RANGE, "at most 25 steps"),
         (quick_settings(sampler="k_lms_magic"), images, ErrorCode.UNKNOWN_SAMPLER, "euler_a"),
         (quick_settings(controlnets={"openpose": quick_settings().controlnets["depth"]}), images,
          ErrorCode.UNKNOWN_CONTROLNET, "openpose"),

@@ -21,7 +21,7 @@ from .errors import (AuthenticationFailed, ConnectionFailed, ControlBridgeError,
                      ProtocolError, ProtocolMismatch)
 from .images import ImageAttachment
 from .messages import (PROTOCOL_VERSION, SERVER_MESSAGES, Accepted, Cancel, Cancelled, Disconnected, Generate,
-                       Hello, JobError, Ping, Pong, Progress, Result, Welcome)
+                       Hello, JobError, LiveFrame, LiveStop, Ping, Pong, Progress, Result, Welcome)
 from .settings import JobSettings
 
 DEFAULT_URL = "ws://127.0.0.1:8765"
@@ -158,6 +158,17 @@ class Client:
 
     def submit(self, settings: JobSettings, images: List[ImageAttachment]) -> str:
         """Send a job; returns its request id (the Accepted event maps it to a job id)."""
+        return self._send_request(Generate, settings, images)
+
+    def send_live_frame(self, settings: JobSettings, images: List[ImageAttachment]) -> str:
+        """Send a frame of this client's live session; returns its frame id (LiveResult.request_id).
+        Frames may be sent faster than the server renders them: only the newest waiting one is rendered."""
+        return self._send_request(LiveFrame, settings, images)
+
+    def stop_live(self) -> None:
+        self._send(LiveStop())
+
+    def _send_request(self, message_class, settings: JobSettings, images: List[ImageAttachment]) -> str:
         limits = self.capabilities.limits if self.capabilities else {}
         max_bytes = limits.get("max_message_bytes")
         for image in images:
@@ -165,7 +176,7 @@ class Client:
                 raise ControlBridgeError(f"image '{image.name}' is {len(image.data)} bytes; the server accepts at "
                                          f"most {max_bytes} per message: send a smaller or compressed image")
         request_id = uuid.uuid4().hex[:12]
-        self._send(Generate(request_id, settings, list(images)))
+        self._send(message_class(request_id, settings, list(images)))
         return request_id
 
     def cancel(self, job_id: Optional[str] = None) -> None:

@@ -82,12 +82,12 @@ class Generate(Message):
     def from_json(cls, d, attachments):
         request_id = d.get("request_id", "")
         if not isinstance(request_id, str):
-            raise ProtocolError(ErrorCode.BAD_MESSAGE, "generate.request_id must be a string")
+            raise ProtocolError(ErrorCode.BAD_MESSAGE, f"{cls.type}.request_id must be a string")
         unknown = sorted(set(d) - {"type", "request_id", "settings", "attachments"})
         if unknown:
-            raise ProtocolError(ErrorCode.BAD_MESSAGE, f"generate: unknown field(s) {', '.join(unknown)}")
+            raise ProtocolError(ErrorCode.BAD_MESSAGE, f"{cls.type}: unknown field(s) {', '.join(unknown)}")
         if "settings" not in d:
-            raise ProtocolError(ErrorCode.BAD_MESSAGE, "generate needs a 'settings' object")
+            raise ProtocolError(ErrorCode.BAD_MESSAGE, f"{cls.type} needs a 'settings' object")
         return cls(request_id, JobSettings.from_dict(d["settings"]), list(attachments))
 
 
@@ -202,8 +202,54 @@ class Pong(Message):
         return cls(d.get("queued", 0), d.get("running"), list(d.get("your_jobs") or []))
 
 
-CLIENT_MESSAGES = {m.type: m for m in (Hello, Generate, Cancel, Ping)}
-SERVER_MESSAGES = {m.type: m for m in (Welcome, Accepted, Progress, Result, JobError, Cancelled, Pong)}
+# ---- live mode: frames stream in, only the newest unprocessed one is kept, results stream out ---------
+
+@dataclass
+class LiveFrame(Generate):
+    """A frame of this client's live session; `request_id` names the frame. Not saved to disk."""
+
+    type: ClassVar[str] = "live_frame"
+
+
+@dataclass
+class LiveStop(Message):
+    """Ends this client's live session: the pending frame is dropped, a running one stops within a step."""
+
+    type: ClassVar[str] = "live_stop"
+
+
+@dataclass
+class LiveResult(Result):
+    """The image for a live frame (`request_id`), in the frame's `result_encoding`; `saved_path` is empty."""
+
+    type: ClassVar[str] = "live_result"
+    elapsed_ms: float = 0.0     # on the server, from taking the frame to encoding its result
+
+    def to_json(self):
+        d = super().to_json()
+        d["elapsed_ms"] = self.elapsed_ms
+        return d
+
+    @classmethod
+    def from_json(cls, d, attachments):
+        base = Result.from_json(d, attachments)
+        return cls(**{**base.__dict__, "elapsed_ms": d.get("elapsed_ms", 0.0)})
+
+
+@dataclass
+class LiveSkipped(Message):
+    """A live frame that will get no result: `unchanged` (same inputs and settings as the last one),
+    `superseded` (a newer frame arrived before the device was free) or `stopped`."""
+
+    from_server: ClassVar[bool] = True
+    type: ClassVar[str] = "live_skipped"
+    request_id: str = ""
+    reason: str = ""
+
+
+CLIENT_MESSAGES = {m.type: m for m in (Hello, Generate, Cancel, Ping, LiveFrame, LiveStop)}
+SERVER_MESSAGES = {m.type: m for m in (Welcome, Accepted, Progress, Result, JobError, Cancelled, Pong,
+                                       LiveResult, LiveSkipped)}
 
 
 @dataclass

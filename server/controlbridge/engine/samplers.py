@@ -22,3 +22,14 @@ def make_scheduler(name: str, base_config):
     """A new scheduler for `name`, built on the model's own scheduler config (betas, offsets, prediction type)."""
     cls, overrides = SAMPLERS[name]
     return cls.from_config(base_config, **overrides)
+
+
+LCM_ORIGINAL_STEPS = 50   # LCMScheduler's default original_inference_steps (the distillation schedule)
+
+
+def step_limit(name: str, denoise: float):
+    """The most steps a sampler can run at this denoise, or None for no limit of its own.
+    LCM picks its steps from the distillation schedule, of which img2img uses the `denoise` fraction."""
+    if name == "lcm":
+        return max(1, int(LCM_ORIGINAL_STEPS * denoise))
+    return None

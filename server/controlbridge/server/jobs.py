@@ -3,6 +3,8 @@
 `prepare_job` is where every setting and attachment of a `generate` message is checked against what the
 server offers; each failure is a ProtocolError with a specific code and a message a person can act on.
 """
+import hashlib
+import json
 import secrets
 import threading
 import uuid
@@ -13,7 +15,7 @@ from controlbridge_protocol import ErrorCode, Generate, ImageAttachment, JobSett
 from controlbridge_protocol.settings import MAX_SEED, RANDOM_SEED
 
 from ..engine.generate import JobInputs
-from ..engine.samplers import SAMPLERS
+from ..engine.samplers import SAMPLERS, step_limit
 from ..imaging.codecs import decode_control_map, decode_rgb, decode_scalar
 from .config import Limits
 
@@ -30,6 +32,7 @@ class Job:
     inputs: JobInputs
     attachments: Dict[str, ImageAttachment]   # as received, kept beside the result
     cancel_event: threading.Event = field(default_factory=threading.Event)
+    live: bool = False                 # a live frame: latest wins, not saved, answered with a LiveResult
 
     @property
     def cancelled(self) -> bool:
@@ -64,6 +67,10 @@ def check_settings(s: JobSettings, offer: ServerOffer) -> None:
                     f"unknown sampler {s.sampler!r}; use one of {', '.join(SAMPLERS)}")
     _check_range("steps", s.steps, 1, offer.limits.max_steps)
     _check_range("denoise", s.denoise, 0.01, 1.0)
+    limit = step_limit(s.sampler, s.denoise)
+    if limit is not None and s.steps > limit:
+        raise _fail(ErrorCode.OUT_OF_RANGE, f"steps is {s.steps}; the {s.sampler} sampler runs at most {limit} "
+                                            f"steps at denoise {s.denoise:g} (it is made for 1-8 steps)")
     _check_range("cfg", s.cfg, 0.0, 30.0)
     if s.seed != RANDOM_SEED:
         _check_range("seed", s.seed, 0, MAX_SEED)
@@ -95,7 +102,16 @@ def _check_size(what: str, width: int, height: int, limits: Limits) -> None:
                     f"({limits.max_side} px per side, {limits.max_pixels} pixels)")
 
 
-def prepare_job(msg: Generate, client_id: str, offer: ServerOffer) -> Job:
+def frame_fingerprint(msg: Generate) -> str:
+    """Identifies a live frame's settings and pixels, so an unchanged frame is not rendered again."""
+    digest = hashlib.blake2b(json.dumps(msg.settings.to_dict(), sort_keys=True).encode(), digest_size=16)
+    for att in msg.images:
+        digest.update(json.dumps(att.descriptor(), sort_keys=True).encode())
+        digest.update(att.data)
+    return digest.hexdigest()
+
+
+def prepare_job(msg: Generate, client_id: str, offer: ServerOffer, live: bool = False) -> Job:
     """Check a generate request and decode its images; raises ProtocolError on anything wrong."""
     s = msg.settings
     check_settings(s, offer)
@@ -131,4 +147,4 @@ def prepare_job(msg: Generate, client_id: str, offer: ServerOffer) -> Job:
 
     seed = s.seed if s.seed != RANDOM_SEED else secrets.randbelow(2**32)
     return Job(id=uuid.uuid4().hex[:10], client_id=client_id, request_id=msg.request_id,
-               settings=s.replace(seed=seed), inputs=inputs, attachments=atts)
+               settings=s.replace(seed=seed), inputs=inputs, attachments=atts, live=live)

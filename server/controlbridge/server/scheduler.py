@@ -9,7 +9,7 @@ submits and cancels, the worker thread takes and finishes.
 import threading
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from .jobs import Job
 
@@ -50,6 +50,30 @@ class FairScheduler:
             state.jobs.append(job)
             self._cond.notify()
             return self._order().index(job) + (1 if self._running else 0)
+
+    def submit_live(self, job: Job) -> Tuple[int, Optional[Job]]:
+        """Queue a live frame. The client's waiting live frame, if any, is replaced in place (latest wins, so
+        nothing piles up behind a slow device) and returned; else this is submit()."""
+        with self._cond:
+            state = self._clients.get(job.client_id)
+            for i, waiting in enumerate(state.jobs if state else ()):
+                if waiting.live:
+                    state.jobs[i] = job
+                    waiting.cancel_event.set()
+                    return self._order().index(job) + (1 if self._running else 0), waiting
+            return self.submit(job), None
+
+    def cancel_live(self, client_id: str) -> List[Job]:
+        """End a client's live session: drop its waiting frame, stop its running one within a step."""
+        with self._cond:
+            state = self._clients.get(client_id)
+            removed = [j for j in (state.jobs if state else ()) if j.live]
+            for j in removed:
+                state.jobs.remove(j)
+                j.cancel_event.set()
+            if self._running and self._running.client_id == client_id and self._running.live:
+                self._running.cancel_event.set()
+            return removed
 
     def queued_for(self, client_id: str) -> int:
         with self._cond:

@@ -8,6 +8,7 @@ as `Authorization: Bearer <token>`.
 import asyncio
 import hmac
 import logging
+import secrets
 import uuid
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -16,13 +17,14 @@ from typing import Dict, Optional
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from controlbridge_protocol import (PROTOCOL_VERSION, Accepted, Cancel, Cancelled, ErrorCode, Generate, Hello,
-                                   JobError, Ping, Pong, Progress, ProtocolError, Welcome)
+from controlbridge_protocol import (PROTOCOL_VERSION, RANDOM_SEED, Accepted, Cancel, Cancelled, ErrorCode, Generate,
+                                   Hello, JobError, LiveFrame, LiveSkipped, LiveStop, Ping, Pong, Progress,
+                                   ProtocolError, Welcome)
 from controlbridge_protocol.framing import MessageReader, encode
 from controlbridge_protocol.messages import CLIENT_MESSAGES
 
 from .config import ServerConfig, is_loopback
-from .jobs import ServerOffer, prepare_job
+from .jobs import ServerOffer, frame_fingerprint, prepare_job
 from .scheduler import FairScheduler
 
 log = logging.getLogger("controlbridge.transport")
@@ -37,6 +39,8 @@ class Connection:
     outbox: asyncio.Queue = field(default_factory=asyncio.Queue)
     client_name: str = ""
     greeted: bool = False
+    live_fingerprint: Optional[str] = None   # the newest live frame that was or will be rendered
+    live_seed: Optional[int] = None          # a live session's fixed seed, when frames ask for a random one
 
 
 class WebsocketTransport:
@@ -119,6 +123,10 @@ class WebsocketTransport:
             await self._hello(conn, item)
         elif not conn.greeted:
             self._send(conn, JobError(ErrorCode.NOT_READY, "say hello first: the first message must be 'hello'"))
+        elif isinstance(item, LiveFrame):          # a Generate subclass: test it first
+            await self._live_frame(conn, item)
+        elif isinstance(item, LiveStop):
+            self._live_stop(conn)
         elif isinstance(item, Generate):
             await self._generate(conn, item)
         elif isinstance(item, Cancel):
@@ -154,6 +162,32 @@ class WebsocketTransport:
             return
         position = self.scheduler.submit(job)
         self._send(conn, Accepted(msg.request_id, job.id, position))   # before the worker can report progress
+
+    async def _live_frame(self, conn: Connection, msg: LiveFrame) -> None:
+        if msg.settings.seed == RANDOM_SEED:
+            # A fixed seed for the whole session keeps consecutive frames stable.
+            conn.live_seed = conn.live_seed if conn.live_seed is not None else secrets.randbelow(2**32)
+            msg.settings = msg.settings.replace(seed=conn.live_seed)
+        fingerprint = await asyncio.to_thread(frame_fingerprint, msg)
+        if fingerprint == conn.live_fingerprint:
+            self._send(conn, LiveSkipped(msg.request_id, "unchanged"))
+            return
+        try:
+            job = await asyncio.to_thread(prepare_job, msg, conn.id, self.offer, True)
+        except ProtocolError as e:
+            self._send(conn, JobError(e.code, e.message, None, msg.request_id))
+            return
+        if conn.id not in self.connections:
+            return
+        conn.live_fingerprint = fingerprint
+        _, superseded = self.scheduler.submit_live(job)
+        if superseded is not None:
+            self._send(conn, LiveSkipped(superseded.request_id, "superseded"))
+
+    def _live_stop(self, conn: Connection) -> None:
+        conn.live_fingerprint = conn.live_seed = None
+        for job in self.scheduler.cancel_live(conn.id):
+            self._send(conn, LiveSkipped(job.request_id, "stopped"))
 
     def _cancel(self, conn: Connection, msg: Cancel) -> None:
         if msg.job_id is not None and not self.scheduler.knows(conn.id, msg.job_id):

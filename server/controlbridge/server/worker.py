@@ -5,11 +5,13 @@ on the event loop.
 """
 import logging
 import threading
+import time
 import traceback
 from pathlib import Path
 from typing import Callable
 
-from controlbridge_protocol import Cancelled, ErrorCode, ImageAttachment, JobError, Progress, Result
+from controlbridge_protocol import (Cancelled, ErrorCode, ImageAttachment, JobError, LiveResult, LiveSkipped, Progress,
+                                   Result)
 
 from ..engine.generate import JobCancelled, generate
 from ..engine.models import LoadedModel
@@ -47,6 +49,9 @@ class DeviceWorker:
                 self.scheduler.finish(job)
 
     def run_job(self, job: Job) -> None:
+        if job.live:
+            self.run_live_frame(job)
+            return
         if job.cancelled:
             self.emit(job.client_id, Cancelled(job.id))
             return
@@ -74,6 +79,26 @@ class DeviceWorker:
         image = ImageAttachment.encoded("image", job.settings.result_encoding, w, h, data)
         self.emit(job.client_id, Result(job.id, job.request_id, job.settings, job.settings.seed,
                                         str(saved.path), image))
+
+
+    def run_live_frame(self, job: Job) -> None:
+        """A live frame: no progress, nothing saved, the image back in the frame's (fast) encoding."""
+        start = time.perf_counter()
+        try:
+            out = generate(self.model, job.settings, job.inputs, None, lambda: job.cancelled)
+            h, w = out.image.shape[:2]
+            image = ImageAttachment.encoded("image", job.settings.result_encoding, w, h,
+                                            encode_image(out.image, job.settings.result_encoding))
+        except JobCancelled:
+            self.emit(job.client_id, LiveSkipped(job.request_id, "stopped"))
+            return
+        except Exception as e:  # noqa: BLE001
+            log.error("live frame %s failed:\n%s", job.request_id, traceback.format_exc())
+            self.emit(job.client_id, JobError(ErrorCode.INTERNAL, _explain(e), job.id, job.request_id))
+            return
+        elapsed_ms = (time.perf_counter() - start) * 1000
+        self.emit(job.client_id, LiveResult(job.id, job.request_id, job.settings, job.settings.seed, "", image,
+                                            elapsed_ms))
 
 
 def _explain(error: Exception) -> str:

@@ -1,0 +1,105 @@
+"""Live mode: frames stream in, the newest waiting one wins, results stream out."""
+import time
+
+import numpy as np
+
+from controlbridge_protocol import Accepted, Client, LiveResult, LiveSkipped, Result
+from helpers import blockout_images, decode_png, quick_settings
+
+LIVE = quick_settings(steps=4, denoise=0.6, sampler="lcm", cfg=1.0, seed=-1, result_encoding="jpeg")
+
+
+def frames(n, width=96, height=64):
+    """n different frames: the color image shifts a little each time, as when a camera moves."""
+    color, depth = blockout_images(width, height)
+    out = []
+    for i in range(n):
+        pixels = np.roll(np.frombuffer(color.data, np.uint8).reshape(height, width, 4), i, axis=1)
+        out.append([color.__class__.raw_rgba8("color", width, height, pixels.tobytes()), depth])
+    return out
+
+
+def collect(client, until, timeout=60):
+    events, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        event = client.next_event(timeout=0.5)
+        if event is not None:
+            events.append(event)
+            if until(event, events):
+                return events
+    raise AssertionError(f"timed out after {len(events)} events: {events[-3:]}")
+
+
+def test_latest_frame_wins_and_nothing_piles_up(server):
+    with Client(server.url) as c:
+        ids = [c.send_live_frame(LIVE, imgs) for imgs in frames(30)]
+        events = collect(c, lambda e, _: isinstance(e, LiveResult) and e.request_id == ids[-1])
+        results = [e for e in events if isinstance(e, LiveResult)]
+        superseded = [e for e in events if isinstance(e, LiveSkipped) and e.reason == "superseded"]
+        assert len(results) < 10, len(results)                  # far fewer renders than frames
+        assert len(results) + len(superseded) == 30             # every frame is accounted for
+        assert results[-1].request_id == ids[-1] and results[-1].image.encoding == "jpeg"
+        assert results[-1].saved_path == "" and results[-1].elapsed_ms > 0
+        assert server.server.scheduler.queued_for(next(iter(server.server.transport.connections))) == 0
+        assert not server.server.config.output_dir.exists() or not any(server.server.config.output_dir.iterdir())
+
+
+def test_unchanged_frames_are_skipped_and_settings_changes_apply_next_frame(server):
+    with Client(server.url) as c:
+        [imgs] = frames(1)
+        first = c.send_live_frame(LIVE, imgs)
+        r1 = collect(c, lambda e, _: isinstance(e, LiveResult))[-1]
+        assert r1.request_id == first
+        again = c.send_live_frame(LIVE, imgs)
+        skipped = collect(c, lambda e, _: isinstance(e, LiveSkipped))[-1]
+        assert (skipped.request_id, skipped.reason) == (again, "unchanged")
+        changed = c.send_live_frame(LIVE.replace(prompt="a lighthouse"), imgs)
+        r2 = collect(c, lambda e, _: isinstance(e, LiveResult))[-1]
+        assert r2.request_id == changed and r2.settings.prompt == "a lighthouse"
+        assert r1.seed == r2.seed                               # a fixed seed keeps frames stable
+        assert not np.array_equal(decode_jpeg(r1), decode_jpeg(r2))
+
+
+def decode_jpeg(result):
+    return decode_png(result.image.data)
+
+
+def test_live_and_ordinary_jobs_share_the_device(server):
+    live, other = Client(server.url, client_name="live"), Client(server.url, client_name="batch")
+    live.connect(), other.connect()
+    stream = frames(40)
+    live.send_live_frame(LIVE, stream[0])
+    collect(live, lambda e, _: isinstance(e, LiveResult))
+    other.submit(quick_settings(steps=3), blockout_images(64, 48))
+    for imgs in stream[1:20]:                                   # the camera keeps moving
+        live.send_live_frame(LIVE, imgs)
+    accepted = collect(other, lambda e, _: isinstance(e, Accepted))[-1]
+    assert accepted.queue_position <= 1
+    result = collect(other, lambda e, _: isinstance(e, Result))[-1]
+    assert result.image.width == 64
+    collect(live, lambda e, _: isinstance(e, LiveResult))       # and live goes on
+    live.close(), other.close()
+
+
+def test_stop_and_disconnect_end_the_session(server):
+    slow = LIVE.replace(steps=60, denoise=1.0, sampler="euler")   # about 2 s a frame on the tiny model
+    with Client(server.url) as c:
+        ids = [c.send_live_frame(slow, imgs) for imgs in frames(3)]
+        time.sleep(0.5)                                         # the first frame is rendering, the last waits
+        c.stop_live()
+        events = collect(c, lambda e, evs: sum(getattr(x, "reason", "") == "stopped" for x in evs) == 2)
+        time.sleep(0.5)
+        events += c.poll_events()
+        assert not any(isinstance(e, LiveResult) for e in events)
+        assert {e.request_id for e in events if getattr(e, "reason", "") == "stopped"} == {ids[0], ids[2]}
+    leaver = Client(server.url)
+    leaver.connect()
+    for imgs in frames(3):
+        leaver.send_live_frame(slow, imgs)
+    time.sleep(0.3)
+    leaver.close()
+    with Client(server.url) as c:                               # the device is free again at once
+        start = time.monotonic()
+        assert c.run(quick_settings(steps=2), blockout_images(64, 48), timeout=30).image.width == 64
+        assert time.monotonic() - start < 1.5
+    assert server.server.scheduler.snapshot("nobody")["queued"] == 0
