@@ -1,0 +1,27 @@
+"""ControlBridge for Blender: generate from the active camera with a ControlBridge server.
+
+Registration only; see README.md beside the add-on source for the layout of the modules.
+"""
+import bpy
+
+from . import bridge, operators, panels, preferences, properties
+
+
+def register():
+    bpy.utils.register_class(preferences.ControlBridgePreferences)
+    properties.register()
+    for cls in operators.classes:
+        bpy.utils.register_class(cls)
+    panels.register()
+    bpy.app.handlers.load_pre.append(bridge.on_load_pre)
+
+
+def unregister():
+    if bridge.on_load_pre in bpy.app.handlers.load_pre:
+        bpy.app.handlers.load_pre.remove(bridge.on_load_pre)
+    bridge.shutdown()
+    panels.unregister()
+    for cls in reversed(operators.classes):
+        bpy.utils.unregister_class(cls)
+    properties.unregister()
+    bpy.utils.unregister_class(preferences.ControlBridgePreferences)

@@ -1,0 +1,377 @@
+"""The one module that knows both threads.
+
+Worker threads do the blocking network work (connect + handshake, sending a job's images) and hand what
+happened to the main thread through a queue. The Client's own reader thread queues server events. The
+main thread takes both in `drain()`, run by `bpy.app.timers` while anything is under way, and only there
+touches Blender data (result images, placements, history, capabilities, previews).
+
+Headless `bpy` never runs timers: tests call drain() themselves.
+"""
+import os
+import queue
+import re
+import threading
+from dataclasses import dataclass, field
+from typing import Optional
+
+import bpy
+
+from . import history, properties, results
+from .vendor.controlbridge_protocol import (Accepted, Cancelled, Client, ControlBridgeError, Disconnected, JobError,
+                                            Progress, Result)
+
+CONNECT_TIMEOUT = 5.0
+POLL_INTERVAL = 0.1
+ACTIVE_PHASES = ("connecting", "submitting", "queued", "running", "cancelling")
+
+
+@dataclass
+class State:
+    """What the panel and the status bar show. `line` is always one line; `error` is set when it failed."""
+
+    phase: str = "idle"        # idle | connecting | submitting | queued | running | cancelling
+    #                            | finished | failed | cancelled
+    line: str = ""
+    error: str = ""
+    step: int = 0
+    total: int = 0
+    job_id: Optional[str] = None
+    image_name: str = ""       # the last result image
+    preview_name: str = ""
+    server_url: str = ""       # the server we are connected to ("" when not connected)
+
+    @property
+    def active(self) -> bool:
+        return self.phase in ACTIVE_PHASES
+
+
+@dataclass
+class Job:
+    """One generation, from the operator to its placement. Built on the main thread."""
+
+    settings: object            # JobSettings
+    images: list                # [ImageAttachment]
+    meta: dict                  # capture.Capture.meta(): camera, matrix, frame, size
+    scene_name: str
+    place_background: bool = True
+    place_plane: bool = False
+    plane_distance: float = 10.0
+    project_objects: list = field(default_factory=list)   # object names, from the selection at submit time
+    request_id: Optional[str] = None
+    job_id: Optional[str] = None
+    cancel_requested: bool = False
+
+
+class Busy(Exception):
+    pass
+
+
+_state = State()
+_inbox: "queue.Queue" = queue.Queue()
+_client: Optional[Client] = None
+_client_key = None
+_client_lock = threading.Lock()
+_worker: Optional[threading.Thread] = None
+_job: Optional[Job] = None
+
+
+def state() -> State:
+    return _state
+
+
+def busy() -> bool:
+    return _state.active or (_worker is not None and _worker.is_alive())
+
+
+def addon_version() -> str:
+    """The version in the blender_manifest.toml shipped beside this file."""
+    try:
+        with open(os.path.join(os.path.dirname(__file__), "blender_manifest.toml"), encoding="utf-8") as f:
+            match = re.search(r'^version\s*=\s*"([^"]+)"', f.read(), re.MULTILINE)
+        return match.group(1) if match else "?"
+    except OSError:
+        return "?"
+
+
+def client_name() -> str:
+    return f"blender {bpy.app.version_string} / controlbridge-addon {addon_version()}"
+
+
+# ---- main thread: requests -------------------------------------------------------------------------------
+
+def connect(url: str, token: str) -> None:
+    """Connect (or reconnect) in the background and read the server's capabilities."""
+    if busy():
+        raise Busy("ControlBridge is busy with a job; cancel it first")
+    _set(phase="connecting", line=f"Connecting to {url} ...", error="", step=0, total=0)
+    _start_worker(url, token, None)
+
+
+def generate(url: str, token: str, job: Job) -> None:
+    """Send a job in the background; progress and the result arrive through drain()."""
+    global _job
+    if busy():
+        raise Busy("ControlBridge is busy with a job; wait for it or cancel it")
+    _job = job
+    _set(phase="connecting", line=f"Connecting to {url} ...", error="", step=0, total=0, job_id=None)
+    _start_worker(url, token, job)
+
+
+def cancel() -> bool:
+    """Cancel the running job. Returns False when there is nothing to cancel."""
+    job = _job
+    if job is None or not _state.active:
+        return False
+    job.cancel_requested = True
+    _set(phase="cancelling", line="Cancelling ...")
+    if job.job_id is not None:
+        _send_cancel(job.job_id)
+    return True
+
+
+def fail(line: str) -> None:
+    """Show an error that happened before a job could start (e.g. in the capture)."""
+    _set(phase="failed", line=line, error=line)
+
+
+def shutdown() -> None:
+    """Disconnect and forget everything (add-on disabled)."""
+    global _client, _client_key, _job
+    if bpy.app.timers.is_registered(drain):
+        bpy.app.timers.unregister(drain)
+    with _client_lock:
+        client, _client, _client_key = _client, None, None
+    if client is not None:
+        try:
+            client.close()
+        except Exception:
+            pass
+    _job = None
+    _state.__init__()
+
+
+# ---- worker thread -----------------------------------------------------------------------------------------
+
+def _start_worker(url, token, job) -> None:
+    global _worker
+    _worker = threading.Thread(target=_work, args=(url, token or None, job, client_name()),
+                               name="controlbridge-submit", daemon=True)
+    _worker.start()
+    _ensure_timer()
+
+
+def _work(url, token, job, name) -> None:
+    """Off the main thread: touches only the Client and the inbox, never Blender data."""
+    global _client, _client_key
+    try:
+        key = (url, token)
+        with _client_lock:
+            client = _client if _client is not None and _client_key == key and _client.connected else None
+        if client is None:
+            with _client_lock:
+                old, _client, _client_key = _client, None, None
+            if old is not None:
+                old.close()
+            client = Client(url=url, token=token, client_name=name)
+            welcome = client.connect(timeout=CONNECT_TIMEOUT)
+            with _client_lock:
+                _client, _client_key = client, key
+            _inbox.put(("welcome", url, welcome.capabilities))
+        elif job is None:
+            _inbox.put(("welcome", url, client.capabilities))
+        if job is not None:
+            _inbox.put(("submitting", job, None))
+            request_id = client.submit(job.settings, job.images)
+            _inbox.put(("submitted", job, request_id))
+    except ControlBridgeError as exc:
+        _inbox.put(("failed", job, _one_line(str(exc))))
+    except Exception as exc:  # noqa: BLE001 - a worker must always report how it ended
+        _inbox.put(("failed", job, _one_line(f"unexpected error: {type(exc).__name__}: {exc}")))
+
+
+def _send_cancel(job_id) -> None:
+    client = _client
+
+    def send():
+        try:
+            if client is not None:
+                client.cancel(job_id)
+        except ControlBridgeError as exc:
+            _inbox.put(("failed", _job, _one_line(f"could not cancel: {exc}")))
+    threading.Thread(target=send, name="controlbridge-cancel", daemon=True).start()
+
+
+# ---- main thread: the pump ----------------------------------------------------------------------------------
+
+def _ensure_timer() -> None:
+    if not bpy.app.timers.is_registered(drain):
+        # persistent: keep pumping across file loads (on_load_pre settles the job itself)
+        bpy.app.timers.register(drain, first_interval=POLL_INTERVAL, persistent=True)
+
+
+@bpy.app.handlers.persistent
+def on_load_pre(*_args) -> None:
+    """Another .blend is being opened: the running job belongs to the file being closed, so cancel it."""
+    global _job
+    job, _job = _job, None
+    if job is not None:
+        if job.job_id is not None:
+            _send_cancel(job.job_id)
+        _set(phase="cancelled", line="Cancelled: another file was opened", error="")
+
+
+def drain() -> Optional[float]:
+    """Apply everything the worker and the server sent since the last call. Main thread only.
+
+    Registered with bpy.app.timers while something is under way; returns the next interval, or None
+    (which unregisters the timer) when idle."""
+    changed = False
+    # Checked before reading the inbox: a worker that has ended has put all its reports there already.
+    worker_alive = _worker is not None and _worker.is_alive()
+    while True:
+        try:
+            item = _inbox.get_nowait()
+        except queue.Empty:
+            break
+        _handle_worker(*item)
+        changed = True
+    client = _client
+    # While the worker is still sending the job, its request id is unknown here and the server's
+    # Accepted could not be matched to it: leave the events queued until the worker has reported.
+    sending = _job is not None and _job.request_id is None and worker_alive
+    if client is not None and not sending:
+        for event in client.poll_events():
+            _handle_event(event)
+            changed = True
+    if changed:
+        _redraw()
+    if busy():
+        return POLL_INTERVAL
+    return None
+
+
+def _handle_worker(kind, payload, value) -> None:
+    global _job
+    if kind == "welcome":
+        url, caps = payload, value
+        _state.server_url = url
+        properties.store_capabilities(properties.server_info(), url, caps)
+        if _job is None and _state.phase == "connecting":
+            _set(phase="idle", line=f"Connected to {url}")
+        return
+    job = payload
+    if job is not None and job is not _job:
+        return   # a stale report from a job that is over
+    if kind == "submitting":
+        _set(phase="submitting", line="Sending the capture ...")
+    elif kind == "submitted":
+        job.request_id = value
+        _set(phase="queued", line="Waiting for the server ...")
+    elif kind == "failed":
+        if job is None and _state.phase != "connecting":
+            return
+        _job = None
+        _set(phase="failed", line=value, error=value)
+
+
+def _mine(event) -> bool:
+    job = _job
+    if job is None:
+        return False
+    if isinstance(event, Accepted):
+        return event.request_id == job.request_id
+    if isinstance(event, JobError):
+        return (event.request_id is not None and event.request_id == job.request_id) or (
+            event.job_id is not None and event.job_id == job.job_id) or (
+            event.request_id is None and event.job_id is None)
+    return job.job_id is not None and getattr(event, "job_id", None) == job.job_id
+
+
+def _handle_event(event) -> None:
+    global _job, _client, _client_key
+    if isinstance(event, Disconnected):
+        with _client_lock:
+            _client, _client_key = None, None
+        _state.server_url = ""
+        if _job is not None:
+            _job = None
+            line = _one_line(f"Lost the connection to the server: {event.reason}")
+            _set(phase="failed", line=line, error=line)
+        return
+    if not _mine(event):
+        return
+    job = _job
+    if isinstance(event, Accepted):
+        job.job_id = event.job_id
+        _state.job_id = event.job_id
+        if job.cancel_requested:
+            _send_cancel(job.job_id)
+            return
+        where = f" (queue position {event.queue_position})" if event.queue_position else ""
+        _set(phase="queued", line=f"Queued{where}")
+    elif isinstance(event, Progress):
+        if job.cancel_requested:
+            return
+        _set(phase="running", step=event.step, total=event.total, line=f"Step {event.step}/{event.total}")
+        if event.preview is not None:
+            try:
+                image = results.update_preview(event.preview)
+                image.preview_ensure()
+                _state.preview_name = image.name
+            except Exception:
+                pass   # a preview that cannot be shown is not worth failing the job
+    elif isinstance(event, Result):
+        _job = None
+        try:
+            line = _apply_result(job, event)
+        except Exception as exc:  # noqa: BLE001 - report, keep the add-on alive
+            line = _one_line(f"The image arrived but could not be placed: {type(exc).__name__}: {exc}")
+            _set(phase="failed", line=line, error=line)
+            return
+        _set(phase="finished", line=line, step=_state.total, error="")
+    elif isinstance(event, JobError):
+        _job = None
+        line = _one_line(event.message)
+        _set(phase="failed", line=line, error=line)
+    elif isinstance(event, Cancelled):
+        _job = None
+        _set(phase="cancelled", line="Cancelled", error="")
+
+
+def _apply_result(job: Job, result) -> str:
+    scene = bpy.data.scenes.get(job.scene_name) or bpy.context.scene
+    image = results.create_result_image(result, job.meta)
+    objects = [o for o in (bpy.data.objects.get(n) for n in job.project_objects) if o is not None]
+    results.apply_placements(scene, image, job.meta, background=job.place_background, plane=job.place_plane,
+                             plane_distance=job.plane_distance, project=bool(objects), objects=objects)
+    history.add(scene, image)
+    _state.image_name = image.name
+    return f"Done: {image.name} ({image.size[0]}x{image.size[1]}, seed {result.seed})"
+
+
+# ---- helpers -------------------------------------------------------------------------------------------------
+
+def _set(**values) -> None:
+    for key, value in values.items():
+        setattr(_state, key, value)
+    if not _state.active and _state.preview_name:
+        try:
+            results.clear_preview()   # the job is over: do not leave the preview in the artist's file
+        except Exception:
+            pass
+        _state.preview_name = ""
+
+
+def _one_line(text: str) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _redraw() -> None:
+    wm = getattr(bpy.context, "window_manager", None)
+    if wm is None:
+        return
+    for window in wm.windows:
+        for area in window.screen.areas:
+            if area.type in ("VIEW_3D", "STATUSBAR", "IMAGE_EDITOR"):
+                area.tag_redraw()

@@ -1,0 +1,69 @@
+"""Panel properties <-> JobSettings, the one request type. No bpy operators, no network."""
+import random
+
+from .properties import MAX_SEED
+from .vendor.controlbridge_protocol import ControlNetSettings, JobSettings
+
+
+def new_seed() -> int:
+    return random.randint(0, MAX_SEED)
+
+
+def settings_from_props(p) -> JobSettings:
+    controlnets = {}
+    if p.use_depth:
+        controlnets["depth"] = ControlNetSettings(weight=p.depth_weight, start=p.depth_start, end=p.depth_end)
+    if p.use_canny:
+        controlnets["canny"] = ControlNetSettings(weight=p.canny_weight, start=p.canny_start, end=p.canny_end)
+    values = dict(prompt=p.prompt, negative_prompt=p.negative_prompt, seed=int(p.seed), steps=int(p.steps),
+                  cfg=float(p.cfg), denoise=float(p.denoise), controlnets=controlnets,
+                  canny_low=int(p.canny_low), canny_high=int(p.canny_high), preview_every=int(p.preview_every))
+    if p.sampler:
+        values["sampler"] = p.sampler
+    if p.model:
+        values["model"] = p.model
+    if not p.use_scene_resolution:
+        values["width"], values["height"] = int(p.width), int(p.height)
+    return JobSettings(**values)
+
+
+def props_from_settings(p, s: JobSettings) -> None:
+    """Load stored settings back into the panel (history: "Load Settings")."""
+    p.prompt, p.negative_prompt = s.prompt, s.negative_prompt
+    if s.seed >= 0:
+        p.seed = s.seed % (MAX_SEED + 1)
+        p.randomize_seed = False
+    p.steps, p.cfg, p.denoise = s.steps, s.cfg, s.denoise
+    p.sampler, p.model = s.sampler or "", s.model or ""
+    for name in ("depth", "canny"):
+        cn = s.controlnets.get(name)
+        setattr(p, f"use_{name}", cn is not None)
+        if cn is not None:
+            setattr(p, f"{name}_weight", cn.weight)
+            setattr(p, f"{name}_start", cn.start)
+            setattr(p, f"{name}_end", cn.end)
+    p.canny_low, p.canny_high = s.canny_low, s.canny_high
+    p.preview_every = s.preview_every
+    p.use_scene_resolution = s.width is None or s.height is None
+    if not p.use_scene_resolution:
+        p.width, p.height = s.width, s.height
+
+
+def start(context, settings: JobSettings, prefs) -> str:
+    """Capture the active camera, then hand the job to the bridge. Returns a line for the operator report.
+
+    Raises capture.CaptureError or bridge.Busy with a one-line message."""
+    from . import bridge, capture   # bpy-heavy modules, imported where used
+
+    if bridge.busy():
+        raise bridge.Busy("ControlBridge is busy with a job; wait for it or cancel it")
+    scene = context.scene
+    p = scene.controlbridge
+    shot = capture.capture(scene, context.view_layer, engine_choice=p.capture_engine,
+                           samples=p.capture_samples, normals=p.send_normals)
+    selected = [o.name for o in (context.selected_objects or []) if o.type == "MESH"] if p.place_projection else []
+    job = bridge.Job(settings=settings, images=shot.attachments(), meta=shot.meta(), scene_name=scene.name,
+                     place_background=p.place_background, place_plane=p.place_plane,
+                     plane_distance=p.plane_distance, project_objects=selected)
+    bridge.generate(prefs.server_url, prefs.token, job)
+    return f"Generating {shot.width}x{shot.height} from {shot.camera_name} (seed {settings.seed})"

@@ -1,0 +1,150 @@
+"""Operators: read properties, build JobSettings, hand over. The logic lives in jobs, bridge, results, history."""
+import bpy
+from bpy.props import IntProperty
+
+from . import bridge, history, jobs, preferences, results
+from .capture import CaptureError
+
+
+def _start(op, context, settings):
+    try:
+        op.report({"INFO"}, jobs.start(context, settings, preferences.get(context)))
+    except bridge.Busy as exc:
+        op.report({"ERROR"}, str(exc))
+        return {"CANCELLED"}
+    except (CaptureError, ValueError) as exc:   # shown in the panel too, as one line
+        bridge.fail(f"Capture failed: {exc}")
+        op.report({"ERROR"}, f"Capture failed: {exc}")
+        return {"CANCELLED"}
+    return {"FINISHED"}
+
+
+class CONTROLBRIDGE_OT_generate(bpy.types.Operator):
+    """Capture the active camera (color + depth) and generate an image from it"""
+    bl_idname = "controlbridge.generate"
+    bl_label = "Generate"
+
+    @classmethod
+    def poll(cls, context):
+        return context.scene is not None and context.scene.camera is not None and not bridge.busy()
+
+    def execute(self, context):
+        p = context.scene.controlbridge
+        if p.randomize_seed:
+            p.seed = jobs.new_seed()
+        return _start(self, context, jobs.settings_from_props(p))
+
+
+class CONTROLBRIDGE_OT_variation(bpy.types.Operator):
+    """Generate again with the same settings as the selected history entry (or the panel) and a new seed"""
+    bl_idname = "controlbridge.variation"
+    bl_label = "Variation"
+
+    @classmethod
+    def poll(cls, context):
+        return context.scene is not None and context.scene.camera is not None and not bridge.busy()
+
+    def execute(self, context):
+        item = history.active(context.scene)
+        try:
+            settings = history.settings_of(item) if item is not None else \
+                jobs.settings_from_props(context.scene.controlbridge)
+        except LookupError:
+            settings = jobs.settings_from_props(context.scene.controlbridge)
+        seed = jobs.new_seed()
+        context.scene.controlbridge.seed = seed
+        return _start(self, context, settings.replace(seed=seed))
+
+
+class CONTROLBRIDGE_OT_cancel(bpy.types.Operator):
+    """Cancel the running generation"""
+    bl_idname = "controlbridge.cancel"
+    bl_label = "Cancel"
+
+    @classmethod
+    def poll(cls, context):
+        return bridge.state().active
+
+    def execute(self, context):
+        return {"FINISHED"} if bridge.cancel() else {"CANCELLED"}
+
+
+class CONTROLBRIDGE_OT_connect(bpy.types.Operator):
+    """Connect to the server and read its models, samplers and limits"""
+    bl_idname = "controlbridge.connect"
+    bl_label = "Connect"
+
+    @classmethod
+    def poll(cls, context):
+        return not bridge.busy()
+
+    def execute(self, context):
+        prefs = preferences.get(context)
+        try:
+            bridge.connect(prefs.server_url, prefs.token)
+        except bridge.Busy as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        return {"FINISHED"}
+
+
+class CONTROLBRIDGE_OT_history_apply(bpy.types.Operator):
+    """Place this history image again (camera background, plane, projection as set in the panel)"""
+    bl_idname = "controlbridge.history_apply"
+    bl_label = "Apply"
+    bl_options = {"REGISTER", "UNDO"}
+
+    index: IntProperty(default=-1, options={"SKIP_SAVE"})
+
+    def execute(self, context):
+        scene = context.scene
+        p = scene.controlbridge
+        index = self.index if self.index >= 0 else p.history_index
+        if not 0 <= index < len(p.history) or p.history[index].image is None:
+            self.report({"ERROR"}, "No history image selected")
+            return {"CANCELLED"}
+        item = p.history[index]
+        meta = history.capture_meta_of(item)
+        objects = [o for o in context.selected_objects if o.type == "MESH"] if p.place_projection else []
+        done = results.apply_placements(scene, item.image, meta, background=p.place_background,
+                                        plane=p.place_plane, plane_distance=p.plane_distance,
+                                        project=bool(objects), objects=objects)
+        self.report({"INFO"}, f"{item.image.name}: " + (", ".join(done) or "nothing to place"))
+        return {"FINISHED"}
+
+
+class CONTROLBRIDGE_OT_history_load(bpy.types.Operator):
+    """Load this history entry's settings into the panel"""
+    bl_idname = "controlbridge.history_load"
+    bl_label = "Load Settings"
+    bl_options = {"REGISTER", "UNDO"}
+
+    index: IntProperty(default=-1, options={"SKIP_SAVE"})
+
+    def execute(self, context):
+        p = context.scene.controlbridge
+        index = self.index if self.index >= 0 else p.history_index
+        try:
+            settings = history.settings_of(p.history[index] if 0 <= index < len(p.history) else None)
+        except LookupError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        jobs.props_from_settings(p, settings)
+        return {"FINISHED"}
+
+
+class CONTROLBRIDGE_OT_remove_projection(bpy.types.Operator):
+    """Give the selected meshes their own materials back (undo a projection)"""
+    bl_idname = "controlbridge.remove_projection"
+    bl_label = "Remove Projection"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context):
+        count = sum(results.remove_projection(o) for o in context.selected_objects)
+        self.report({"INFO"}, f"Removed the projection from {count} object(s)")
+        return {"FINISHED"}
+
+
+classes = (CONTROLBRIDGE_OT_generate, CONTROLBRIDGE_OT_variation, CONTROLBRIDGE_OT_cancel,
+           CONTROLBRIDGE_OT_connect, CONTROLBRIDGE_OT_history_apply, CONTROLBRIDGE_OT_history_load,
+           CONTROLBRIDGE_OT_remove_projection)

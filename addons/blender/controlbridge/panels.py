@@ -1,0 +1,216 @@
+"""The 3D viewport sidebar panel (tab "ControlBridge") and the status bar line. Drawing only."""
+import bpy
+
+from . import bridge, properties
+
+
+def _server_line(layout, info):
+    row = layout.row(align=True)
+    if info.connected_url:
+        row.label(text=f"Server: {info.connected_url}", icon="LINKED")
+    else:
+        row.label(text="Server: not connected", icon="UNLINKED")
+    row.operator("controlbridge.connect", text="", icon="FILE_REFRESH")
+
+
+def _status(layout, st):
+    if st.active:
+        factor = st.step / st.total if st.total else 0.0
+        if hasattr(layout, "progress"):
+            layout.progress(factor=factor, type="BAR", text=st.line)
+        else:
+            layout.label(text=st.line, icon="TIME")
+    elif st.error:
+        layout.label(text=st.line, icon="ERROR")
+    elif st.line:
+        layout.label(text=st.line, icon="CHECKMARK" if st.phase == "finished" else "INFO")
+
+
+class VIEW3D_PT_controlbridge(bpy.types.Panel):
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "ControlBridge"
+    bl_label = "ControlBridge"
+
+    def draw(self, context):
+        layout = self.layout
+        st = bridge.state()
+        _server_line(layout, properties.server_info(context))
+        if context.scene.camera is None:
+            layout.label(text="Add a camera and make it active", icon="ERROR")
+        row = layout.row(align=True)
+        row.scale_y = 1.5
+        if st.active:
+            row.operator("controlbridge.cancel", icon="CANCEL")
+        else:
+            row.operator("controlbridge.generate", icon="RENDER_STILL")
+            row.operator("controlbridge.variation", text="", icon="FILE_REFRESH")
+        _status(layout, st)
+        preview = bpy.data.images.get(st.preview_name) if st.active and st.preview_name else None
+        if preview is not None and preview.preview is not None:
+            layout.template_icon(icon_value=preview.preview.icon_id, scale=8.0)
+
+
+class _Sub:
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "ControlBridge"
+    bl_parent_id = "VIEW3D_PT_controlbridge"
+
+
+class VIEW3D_PT_controlbridge_prompt(_Sub, bpy.types.Panel):
+    bl_label = "Prompt and Sampling"
+
+    def draw(self, context):
+        layout = self.layout
+        p = context.scene.controlbridge
+        info = properties.server_info(context)
+        layout.prop(p, "prompt", text="")
+        layout.prop(p, "negative_prompt", text="", icon="REMOVE")
+        row = layout.row(align=True)
+        row.prop(p, "seed")
+        row.prop(p, "randomize_seed", text="", icon="FILE_REFRESH", toggle=True)
+        col = layout.column(align=True)
+        col.prop(p, "steps")
+        col.prop(p, "cfg")
+        col.prop(p, "denoise")
+        layout.prop_search(p, "sampler", info, "samplers", text="Sampler")
+        layout.prop_search(p, "model", info, "models", text="Model")
+        if not info.connected_url:
+            layout.label(text="Connect to list the server's samplers and models", icon="INFO")
+
+
+class VIEW3D_PT_controlbridge_controlnets(_Sub, bpy.types.Panel):
+    bl_label = "ControlNets"
+
+    def draw(self, context):
+        layout = self.layout
+        p = context.scene.controlbridge
+        info = properties.server_info(context)
+        available = [n.strip() for n in info.controlnets.split(",") if n.strip()]
+        for name in ("depth", "canny"):
+            box = layout.box()
+            row = box.row(align=True)
+            row.prop(p, f"use_{name}")
+            if info.connected_url and name not in available:
+                row.label(text="not on this server", icon="ERROR")
+            sub = row.row(align=True)
+            sub.active = getattr(p, f"use_{name}")
+            sub.prop(p, f"{name}_weight")
+            row = box.row(align=True)
+            row.active = getattr(p, f"use_{name}")
+            row.prop(p, f"{name}_start")
+            row.prop(p, f"{name}_end")
+            if name == "canny":
+                row = box.row(align=True)
+                row.active = p.use_canny
+                row.prop(p, "canny_low")
+                row.prop(p, "canny_high")
+
+
+class VIEW3D_PT_controlbridge_output(_Sub, bpy.types.Panel):
+    bl_label = "Output"
+
+    def draw(self, context):
+        layout = self.layout
+        p = context.scene.controlbridge
+        layout.prop(p, "use_scene_resolution")
+        if p.use_scene_resolution:
+            r = context.scene.render
+            layout.label(text=f"{r.resolution_x * r.resolution_percentage // 100} x "
+                              f"{r.resolution_y * r.resolution_percentage // 100} (render resolution)")
+        else:
+            row = layout.row(align=True)
+            row.prop(p, "width")
+            row.prop(p, "height")
+        layout.prop(p, "preview_every")
+        layout.label(text="Put the result on:")
+        col = layout.column(align=True)
+        col.prop(p, "place_background")
+        row = col.row(align=True)
+        row.prop(p, "place_plane")
+        sub = row.row(align=True)
+        sub.active = p.place_plane
+        sub.prop(p, "plane_distance")
+        row = col.row(align=True)
+        row.prop(p, "place_projection")
+        row.operator("controlbridge.remove_projection", text="", icon="X")
+
+
+class VIEW3D_PT_controlbridge_capture(_Sub, bpy.types.Panel):
+    bl_label = "Capture"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        layout = self.layout
+        p = context.scene.controlbridge
+        layout.prop(p, "capture_engine")
+        layout.prop(p, "capture_samples")
+        layout.prop(p, "send_normals")
+
+
+class VIEW3D_PT_controlbridge_server(_Sub, bpy.types.Panel):
+    bl_label = "Server"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        layout = self.layout
+        info = properties.server_info(context)
+        if not info.connected_url:
+            layout.label(text="Not connected")
+            layout.operator("controlbridge.connect")
+            return
+        col = layout.column(align=True)
+        for model in info.models:
+            col.label(text=model.label or model.name, icon="FILE_3D")
+        col.label(text=f"Default model: {info.default_model or '-'}")
+        col.label(text=f"ControlNets: {info.controlnets or '-'}")
+        col.label(text=f"Samplers: {', '.join(s.name for s in info.samplers) or '-'}")
+        col.label(text=f"Max steps {info.max_steps or '-'}, max pixels {info.max_pixels or '-'}")
+        col.label(text="Token required" if info.token_required else "No token required")
+
+
+class CONTROLBRIDGE_UL_history(bpy.types.UIList):
+    def draw_item(self, context, layout, data, item, icon, active_data, active_propname, index=0):
+        icon_value = item.image.preview.icon_id if item.image is not None and item.image.preview else 0
+        label = f"{item.image.name if item.image else item.name}  seed {item.seed}"
+        if icon_value:
+            layout.label(text=label, icon_value=icon_value)
+        else:
+            layout.label(text=label, icon="IMAGE_DATA")
+
+
+class VIEW3D_PT_controlbridge_history(_Sub, bpy.types.Panel):
+    bl_label = "History"
+
+    def draw(self, context):
+        layout = self.layout
+        p = context.scene.controlbridge
+        layout.template_list("CONTROLBRIDGE_UL_history", "", p, "history", p, "history_index", rows=3)
+        row = layout.row(align=True)
+        row.operator("controlbridge.history_apply", icon="IMAGE_REFERENCE")
+        row.operator("controlbridge.history_load", icon="IMPORT")
+        row.operator("controlbridge.variation", icon="FILE_REFRESH")
+
+
+def draw_status_bar(self, context):
+    st = bridge.state()
+    if st.active or st.error:
+        self.layout.label(text=f"ControlBridge: {st.line}", icon="ERROR" if st.error else "RENDER_STILL")
+
+
+classes = (VIEW3D_PT_controlbridge, VIEW3D_PT_controlbridge_prompt, VIEW3D_PT_controlbridge_controlnets,
+           VIEW3D_PT_controlbridge_output, VIEW3D_PT_controlbridge_capture, VIEW3D_PT_controlbridge_server,
+           CONTROLBRIDGE_UL_history, VIEW3D_PT_controlbridge_history)
+
+
+def register():
+    for cls in classes:
+        bpy.utils.register_class(cls)
+    bpy.types.STATUSBAR_HT_header.append(draw_status_bar)
+
+
+def unregister():
+    bpy.types.STATUSBAR_HT_header.remove(draw_status_bar)
+    for cls in reversed(classes):
+        bpy.utils.unregister_class(cls)

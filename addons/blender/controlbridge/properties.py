@@ -1,0 +1,140 @@
+"""Blender properties: the job settings the panel edits (per scene, saved with the .blend), the history of
+this file's generations, and the server's capabilities as last read from its handshake (per session)."""
+import bpy
+from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty,
+                       StringProperty)
+
+MAX_SEED = 2**31 - 1   # Blender integer properties are 32-bit
+
+
+class ControlBridgeName(bpy.types.PropertyGroup):
+    """One entry of a capabilities list (a sampler or a model); `name` is the value."""
+
+    label: StringProperty()
+
+
+class ControlBridgeServerInfo(bpy.types.PropertyGroup):
+    """What the server said in its welcome. Filled by bridge.drain(); never hard-coded."""
+
+    connected_url: StringProperty(description="The server these capabilities came from")
+    samplers: CollectionProperty(type=ControlBridgeName)
+    models: CollectionProperty(type=ControlBridgeName)
+    controlnets: StringProperty(description="ControlNets the server has, comma separated")
+    default_model: StringProperty()
+    max_pixels: IntProperty()
+    max_steps: IntProperty()
+    max_message_bytes: IntProperty()
+    token_required: BoolProperty()
+
+
+class ControlBridgeHistoryItem(bpy.types.PropertyGroup):
+    image: PointerProperty(type=bpy.types.Image, description="The generated image; its settings are stored on it")
+    job_id: StringProperty()
+    seed: StringProperty(description="Seeds can be larger than a Blender integer")
+    prompt: StringProperty()
+
+
+CAPTURE_ENGINES = [("CYCLES", "Cycles", "Render the capture with Cycles (works everywhere, also headless)"),
+                   ("SCENE", "Scene engine", "Use the scene's engine when it is EEVEE or Cycles (EEVEE is faster on a GPU; "
+                                             "headless Blender falls back to Cycles)")]
+
+
+class ControlBridgeSettings(bpy.types.PropertyGroup):
+    # Prompt and sampling (ComfyUI names)
+    prompt: StringProperty(name="Prompt", description="What to generate")
+    negative_prompt: StringProperty(name="Negative", description="What to avoid")
+    seed: IntProperty(name="Seed", min=0, max=MAX_SEED, default=0)
+    randomize_seed: BoolProperty(name="Randomize", default=True,
+                                 description="Pick a new seed for every generation (the seed used is shown)")
+    steps: IntProperty(name="Steps", min=1, soft_max=100, default=20)
+    cfg: FloatProperty(name="CFG", min=0.0, soft_max=30.0, default=7.0, step=10, precision=1)
+    sampler: StringProperty(name="Sampler", description="Empty: the server's default")
+    model: StringProperty(name="Model", description="Empty: the server's default model")
+    denoise: FloatProperty(name="Denoise", min=0.0, max=1.0, default=0.75, subtype="FACTOR",
+                           description="How much of the captured color image is changed (img2img strength)")
+    # ControlNets
+    use_depth: BoolProperty(name="Depth", default=True, description="Guide with the captured depth")
+    depth_weight: FloatProperty(name="Weight", min=0.0, soft_max=2.0, default=1.0)
+    depth_start: FloatProperty(name="Start", min=0.0, max=1.0, default=0.0, subtype="FACTOR")
+    depth_end: FloatProperty(name="End", min=0.0, max=1.0, default=1.0, subtype="FACTOR")
+    use_canny: BoolProperty(name="Canny", default=True, description="Guide with edges of the captured color")
+    canny_weight: FloatProperty(name="Weight", min=0.0, soft_max=2.0, default=1.0)
+    canny_start: FloatProperty(name="Start", min=0.0, max=1.0, default=0.0, subtype="FACTOR")
+    canny_end: FloatProperty(name="End", min=0.0, max=1.0, default=1.0, subtype="FACTOR")
+    canny_low: IntProperty(name="Low", min=0, max=255, default=100)
+    canny_high: IntProperty(name="High", min=0, max=255, default=200)
+    # Output
+    use_scene_resolution: BoolProperty(name="Scene Resolution", default=True,
+                                       description="Generate at the render resolution x percentage")
+    width: IntProperty(name="Width", min=8, soft_max=4096, default=512)
+    height: IntProperty(name="Height", min=8, soft_max=4096, default=512)
+    preview_every: IntProperty(name="Preview Every", min=0, soft_max=20, default=5,
+                               description="Show a preview every N steps (0: none)")
+    # Capture
+    capture_engine: EnumProperty(name="Capture Engine", items=CAPTURE_ENGINES, default="CYCLES")
+    capture_samples: IntProperty(name="Capture Samples", min=1, soft_max=256, default=16,
+                                 description="Cycles samples for the capture render")
+    send_normals: BoolProperty(name="Send Normals", default=False,
+                               description="Also capture and send a camera-space normal map")
+    # Where the result goes (the image datablock is always made)
+    place_background: BoolProperty(name="Camera Background", default=True)
+    place_plane: BoolProperty(name="Image Plane", default=False,
+                              description="A plane parented to the camera, filling its view at a distance")
+    plane_distance: FloatProperty(name="Distance", min=0.001, default=10.0, subtype="DISTANCE")
+    place_projection: BoolProperty(name="Project on Selected", default=False,
+                                   description="Texture the selected meshes with the image projected from the camera")
+    # History of this file's generations
+    history: CollectionProperty(type=ControlBridgeHistoryItem)
+    history_index: IntProperty(default=-1)
+
+
+classes = (ControlBridgeName, ControlBridgeServerInfo, ControlBridgeHistoryItem, ControlBridgeSettings)
+
+
+def settings(context_or_scene) -> ControlBridgeSettings:
+    scene = getattr(context_or_scene, "scene", context_or_scene)
+    return scene.controlbridge
+
+
+def server_info(context=None) -> ControlBridgeServerInfo:
+    return (context or bpy.context).window_manager.controlbridge_server
+
+
+def store_capabilities(info: ControlBridgeServerInfo, url: str, caps) -> None:
+    info.connected_url = url
+    info.samplers.clear()
+    for name in caps.samplers:
+        info.samplers.add().name = name
+    info.models.clear()
+    for model in caps.models:
+        item = info.models.add()
+        item.name = str(model.get("name", ""))
+        item.label = f"{item.name} ({model.get('family', '?')}, {model.get('native_resolution', '?')}px)"
+    info.controlnets = ", ".join(caps.controlnets)
+    info.default_model = caps.default_model or ""
+    limits = caps.limits or {}
+    info.max_pixels = int(limits.get("max_pixels") or 0)
+    info.max_steps = int(limits.get("max_steps") or 0)
+    info.max_message_bytes = min(int(limits.get("max_message_bytes") or 0), 2**31 - 1)
+    info.token_required = bool(caps.token_required)
+
+
+def clear_capabilities(info: ControlBridgeServerInfo) -> None:
+    info.connected_url = ""
+    info.samplers.clear()
+    info.models.clear()
+    info.controlnets = ""
+
+
+def register():
+    for cls in classes:
+        bpy.utils.register_class(cls)
+    bpy.types.Scene.controlbridge = PointerProperty(type=ControlBridgeSettings)
+    bpy.types.WindowManager.controlbridge_server = PointerProperty(type=ControlBridgeServerInfo)
+
+
+def unregister():
+    del bpy.types.WindowManager.controlbridge_server
+    del bpy.types.Scene.controlbridge
+    for cls in reversed(classes):
+        bpy.utils.unregister_class(cls)
