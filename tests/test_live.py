@@ -103,3 +103,18 @@ def test_stop_and_disconnect_end_the_session(server):
         assert c.run(quick_settings(steps=2), blockout_images(64, 48), timeout=30).image.width == 64
         assert time.monotonic() - start < 1.5
     assert server.server.scheduler.snapshot("nobody")["queued"] == 0
+
+
+def test_fast_decode_uses_the_tiny_autoencoder(client):
+    assert "fast_decode" in client.capabilities.features and "live" in client.capabilities.features
+    full = decode_png(client.run(quick_settings(), blockout_images()).image.data)
+    fast = client.run(quick_settings(fast_decode=True), blockout_images())
+    assert fast.settings.fast_decode and fast.image.width == 160
+    assert not np.array_equal(full, decode_png(fast.image.data))     # another decoder, another image
+
+
+def test_previews_come_from_the_tiny_autoencoder_at_full_size(client):
+    events = []
+    client.run(quick_settings(steps=4, preview_every=2), blockout_images(), events.append)
+    previews = [e.preview for e in events if getattr(e, "preview", None) is not None]
+    assert previews and all((p.width, p.height) == (168, 96) for p in previews)   # the working size

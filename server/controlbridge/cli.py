@@ -48,9 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="'tiny' (embedded, random weights), a diffusers folder or a hub id")
     s.add_argument("--controlnet", action="append", type=_controlnet, default=[], metavar="NAME=SOURCE",
                    help="a ControlNet folder or hub id, e.g. depth=lllyasviel/control_v11f1p_sd15_depth")
+    s.add_argument("--taesd", help="tiny autoencoder for fast decoding of live frames and previews, "
+                                   "e.g. madebyollin/taesd (SD1.5) or madebyollin/taesdxl (SDXL)")
     s.add_argument("--device", default="auto", help="auto, cuda, cuda:1, mps or cpu")
     s.add_argument("--dtype", default="auto", help="auto (fp16 on GPU, fp32 on CPU), fp32, fp16 or bf16")
     s.add_argument("--output-dir", type=Path, default=None, help="where results and their inputs are saved")
+    s.add_argument("--compile", action="store_true",
+                   help="torch.compile the UNet and ControlNets (slow start, faster frames; GPU)")
 
     g = sub.add_parser("generate", help="send one job to a running server and save the result")
     g.add_argument("--url", default=DEFAULT_URL)
@@ -105,8 +109,9 @@ def cmd_serve(args) -> int:
     from .server.app import serve_forever
     from .server.config import ServerConfig
     config = ServerConfig(host=args.host, port=args.port, token=args.token or None,
-                          allowed_origins=list(args.allow_origin),
-                          model=ModelSpec(args.model, dict(args.controlnet), args.device, args.dtype))
+                          allowed_origins=list(args.allow_origin), compile=args.compile,
+                          model=ModelSpec(model=args.model, controlnets=dict(args.controlnet), taesd=args.taesd,
+                                          device=args.device, dtype=args.dtype))
     if args.output_dir:
         config.output_dir = args.output_dir
     if args.model == "tiny":

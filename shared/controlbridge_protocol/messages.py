@@ -27,6 +27,7 @@ class Capabilities:
     encodings: List[str] = field(default_factory=list)     # image encodings the server decodes
     limits: Dict[str, int] = field(default_factory=dict)   # max_pixels, max_message_bytes, max_steps, ...
     token_required: bool = False
+    features: List[str] = field(default_factory=list)      # "live", "fast_decode", ...
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

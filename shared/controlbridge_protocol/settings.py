@@ -51,6 +51,7 @@ class JobSettings:
     canny_low: int = 100               # OpenCV Canny thresholds, used when the server computes the edges
     canny_high: int = 200
     preview_every: int = 0             # send a preview image every N steps; 0: none
+    fast_decode: bool = False          # decode with the tiny autoencoder (TAESD): for live frames, not finals
     result_encoding: str = "png"       # png (lossless, saved the same), jpeg or webp for the wire copy
     filename_prefix: str = ""          # sanitized by the server; never a path
 
@@ -80,7 +81,8 @@ class JobSettings:
         return cls(**values)
 
 
-_JSON_TYPES = {str: ((str,), "a string"), int: ((int,), "an integer"), float: ((int, float), "a number")}
+_JSON_TYPES = {str: ((str,), "a string"), int: ((int,), "an integer"), float: ((int, float), "a number"),
+               bool: ((bool,), "true or false")}
 
 
 def _json_rule(annotation):
@@ -110,7 +112,7 @@ def typed_fields(cls, d: object, where: str, skip=frozenset(), allow_unknown=Fal
         if name not in names:
             continue
         types, words = _json_rule(hints[name])
-        if isinstance(value, bool) or not isinstance(value, types):
+        if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
             raise ProtocolError(ErrorCode.BAD_MESSAGE, f"{where}.{name} must be {words}, got {value!r}")
         out[name] = float(value) if hints[name] is float else value
     return out

@@ -81,16 +81,18 @@ def pipeline_for(model: LoadedModel, settings: JobSettings):
     """A pipeline sharing the loaded components, with this job's scheduler and ControlNets (diffusers' from_pipe)."""
     from diffusers import (StableDiffusionControlNetImg2ImgPipeline, StableDiffusionImg2ImgPipeline,
                            StableDiffusionXLControlNetImg2ImgPipeline, StableDiffusionXLImg2ImgPipeline)
-    scheduler = make_scheduler(settings.sampler, model.base.scheduler.config)
+    parts = {"scheduler": make_scheduler(settings.sampler, model.base.scheduler.config),
+             # from_pipe would silently drop a tiny autoencoder, so the VAE is always passed explicitly.
+             "vae": model.taesd if settings.fast_decode else model.base.vae}
     names = list(settings.controlnets)
     xl = model.family == "sdxl"
     if not names:
         cls = StableDiffusionXLImg2ImgPipeline if xl else StableDiffusionImg2ImgPipeline
-        pipe = cls.from_pipe(model.base, scheduler=scheduler)
     else:
         cls = StableDiffusionXLControlNetImg2ImgPipeline if xl else StableDiffusionControlNetImg2ImgPipeline
         cns = [model.controlnets[n] for n in names]
-        pipe = cls.from_pipe(model.base, scheduler=scheduler, controlnet=cns[0] if len(cns) == 1 else cns)
+        parts["controlnet"] = cns[0] if len(cns) == 1 else cns
+    pipe = cls.from_pipe(model.base, **parts)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -123,15 +125,16 @@ def generate(model: LoadedModel, settings: JobSettings, inputs: JobInputs,
         if on_step is not None:
             step = i + 1
             want_preview = settings.preview_every > 0 and (step % settings.preview_every == 0)
-            preview = latent_preview(tensors["latents"], model.family) if want_preview else None
+            preview = latent_preview(tensors["latents"], model.family, model.taesd) if want_preview else None
             on_step(step, pipe_.num_timesteps, preview)
         return {}
 
     # A CPU generator: the same seed gives the same noise on every device.
     generator = torch.Generator("cpu").manual_seed(settings.seed)
+    prompts = model.prompts.pipeline_arguments(pipe, model.family, settings.prompt, settings.negative_prompt,
+                                               settings.cfg > 1.0)
     with torch.inference_mode():
-        images = pipe(prompt=settings.prompt, negative_prompt=settings.negative_prompt,
-                      image=Image.fromarray(color), strength=settings.denoise,
+        images = pipe(**prompts, image=Image.fromarray(color), strength=settings.denoise,
                       num_inference_steps=settings.steps, guidance_scale=settings.cfg, generator=generator,
                       callback_on_step_end=step_end, callback_on_step_end_tensor_inputs=["latents"],
                       output_type="np", **control_arguments(settings, maps)).images

@@ -7,6 +7,7 @@ from typing import Callable, Dict, Optional
 import torch
 
 from .devices import pick_device, pick_dtype
+from .prompt_cache import PromptCache
 
 TINY = "tiny"
 
@@ -24,6 +25,7 @@ class ModelSpec:
 
     model: str = TINY
     controlnets: Dict[str, str] = field(default_factory=dict)   # name -> folder or hub id
+    taesd: Optional[str] = None      # tiny autoencoder for fast decoding (e.g. madebyollin/taesd); tiny has its own
     device: Optional[str] = None
     dtype: Optional[str] = None
 
@@ -38,6 +40,8 @@ class LoadedModel:
     controlnets: Dict[str, object]
     device: str
     dtype_name: str
+    taesd: Optional[object] = None   # AutoencoderTiny, when fast decoding is available
+    prompts: PromptCache = field(default_factory=PromptCache)
 
     def describe(self) -> dict:
         return {"name": self.name, "family": self.family, "native_resolution": self.native_resolution}
@@ -63,8 +67,10 @@ def load_model(spec: ModelSpec, log: Callable[[str], None] = print) -> LoadedMod
         base_source, name, native = str(tiny.base), TINY, tiny.native_resolution
         for cn_name, path in tiny.controlnets.items():
             controlnet_sources.setdefault(cn_name, str(path))
+        taesd_source = spec.taesd or str(tiny.taesd)
     else:
         base_source, name, native = spec.model, _display_name(spec.model), None
+        taesd_source = spec.taesd
 
     log(f"Loading {name} on {device} ({dtype_name}) ...")
     base = _load_base_pipeline(base_source, dtype)
@@ -82,13 +88,21 @@ def load_model(spec: ModelSpec, log: Callable[[str], None] = print) -> LoadedMod
         if device != "cpu":
             controlnets[cn_name].to(device)
 
+    taesd = None
+    if taesd_source:
+        from diffusers import AutoencoderTiny
+        log(f"Loading the tiny autoencoder (fast decode) from {taesd_source} ...")
+        taesd = AutoencoderTiny.from_pretrained(taesd_source, dtype=dtype)
+        if device != "cpu":
+            taesd.to(device)
+
     vae_factor = base.vae_scale_factor
     unet_downsamples = len(base.unet.config.block_out_channels) - 1
     return LoadedModel(
         name=name, family=family,
         native_resolution=native or NATIVE_RESOLUTION[family],
         size_multiple=vae_factor * 2 ** unet_downsamples,
-        base=base, controlnets=controlnets, device=device, dtype_name=dtype_name)
+        base=base, controlnets=controlnets, device=device, dtype_name=dtype_name, taesd=taesd)
 
 
 def _load_base_pipeline(source: str, dtype: torch.dtype):

@@ -1,4 +1,4 @@
-"""Cheap latent -> RGB previews: a linear map of the latent channels, no VAE decode."""
+"""Cheap latent -> RGB previews, without the full VAE."""
 import numpy as np
 import torch
 
@@ -9,8 +9,13 @@ _SDXL_FACTORS = [[0.3651, 0.4232, 0.4341], [-0.2533, -0.0042, 0.1068], [0.1076, 
                  [-0.3165, -0.2492, -0.2188]]
 
 
-def latent_preview(latents: torch.Tensor, family: str) -> np.ndarray:
-    """uint8 HxWx3 at latent resolution from the first image of a latent batch."""
+def latent_preview(latents: torch.Tensor, family: str, taesd=None) -> np.ndarray:
+    """uint8 HxWx3 of the first image of a latent batch: through the tiny autoencoder when there is one
+    (full resolution, a few milliseconds on a GPU), else a linear map at latent resolution."""
+    if taesd is not None:
+        with torch.inference_mode():
+            image = taesd.decode(latents[:1].to(taesd.dtype)).sample[0].float().cpu()
+        return ((image.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
     factors = torch.tensor(_SDXL_FACTORS if family == "sdxl" else _SD15_FACTORS, dtype=torch.float32)
     lat = latents[0].detach().float().cpu()
     if lat.shape[0] != factors.shape[0]:          # other latent layouts: show the first channels as gray

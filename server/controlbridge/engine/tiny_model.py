@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 import tempfile
 import threading
 import time
@@ -18,7 +17,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-TINY_MODEL_VERSION = "tiny-v1"
+from ..paths import user_cache_dir
+
+TINY_MODEL_VERSION = "tiny-v2"   # v2: adds the tiny autoencoder (TAESD) for fast decoding
 
 _SEED = 1234
 _MARKER = "controlbridge_model.json"
@@ -57,6 +58,7 @@ class TinyModelPaths:
     root: Path  # the folder holding everything below
     base: Path  # diffusers StableDiffusionPipeline folder (unet, vae, text_encoder, tokenizer, scheduler)
     controlnets: dict[str, Path]  # {"depth": <ControlNetModel folder>, "canny": <folder>}
+    taesd: Path  # AutoencoderTiny folder: the fast decoder for live frames and previews
     native_resolution: int  # square side in pixels the tiny model is meant to run at
 
     def __hash__(self) -> int:
@@ -69,6 +71,7 @@ def _paths(root: Path) -> TinyModelPaths:
         root=root,
         base=root / "base",
         controlnets={name: root / "controlnets" / name for name in _CONTROLNET_NAMES},
+        taesd=root / "taesd",
         native_resolution=NATIVE_RESOLUTION,
     )
 
@@ -159,6 +162,20 @@ def _build_vae():
         norm_num_groups=16,
         sample_size=NATIVE_RESOLUTION,
         force_upcast=False,  # fp32-only tiny model; avoids a per-call upcast warning
+    )
+
+
+def _build_taesd():
+    from diffusers import AutoencoderTiny
+
+    # Same latent layout and scale factor (len - 1 stride-2 stages) as the tiny VAE.
+    n = len(_VAE_CHANNELS)
+    return AutoencoderTiny(
+        encoder_block_out_channels=(16,) * n,
+        decoder_block_out_channels=(16,) * n,
+        num_encoder_blocks=(1,) * n,
+        num_decoder_blocks=(1,) * n,
+        latent_channels=4,
     )
 
 
@@ -283,6 +300,8 @@ def _build_into(paths: TinyModelPaths) -> None:
     for i, name in enumerate(_CONTROLNET_NAMES):
         controlnet = _build_controlnet(unet, _SEED + 10 + i)
         controlnet.save_pretrained(paths.controlnets[name], safe_serialization=True)
+    torch.manual_seed(_SEED + 20)
+    _build_taesd().save_pretrained(paths.taesd, safe_serialization=True)
 
 
 def _is_complete(root: Path) -> bool:
@@ -305,23 +324,13 @@ def _is_complete(root: Path) -> bool:
         base / "tokenizer" / "tokenizer.json",
         base / "scheduler" / "scheduler_config.json",
     ]
-    for folder in paths.controlnets.values():
+    for folder in [*paths.controlnets.values(), paths.taesd]:
         required += [folder / "config.json", folder / "diffusion_pytorch_model.safetensors"]
     return all(p.is_file() for p in required)
 
 
 def default_cache_dir() -> Path:
-    env = os.environ.get("CONTROLBRIDGE_CACHE_DIR")
-    if env:
-        return Path(env)
-    home = Path.home()
-    if sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA") or home / "AppData" / "Local")
-    elif sys.platform == "darwin":
-        base = home / "Library" / "Caches"
-    else:
-        base = Path(os.environ.get("XDG_CACHE_HOME") or home / ".cache")
-    return base / "controlbridge"
+    return user_cache_dir()
 
 
 def _remove_stale_tmp(cache_dir: Path) -> None:

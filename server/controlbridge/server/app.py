@@ -8,6 +8,7 @@ from websockets.asyncio.server import serve
 from controlbridge_protocol import ENCODINGS, Capabilities, Welcome
 
 from .. import __version__
+from ..engine.acceleration import accelerate, warm_up
 from ..engine.models import LoadedModel, load_model
 from ..engine.samplers import SAMPLERS
 from .config import ServerConfig
@@ -23,13 +24,21 @@ class ControlBridgeServer:
         config.check()
         self.config = config
         self.log = log
-        self.model = model or load_model(config.model, log)
+        if model is None:
+            model = load_model(config.model, log)
+            if model.device != "cpu" or config.accelerate:
+                accelerate(model, config.compile, log)
+            if model.device != "cpu":
+                warm_up(model, log)
+        self.model = model
         self.scheduler = FairScheduler()
-        self.offer = ServerOffer(self.model.name, sorted(self.model.controlnets), config.limits)
+        self.offer = ServerOffer(self.model.name, sorted(self.model.controlnets), config.limits,
+                                 fast_decode=self.model.taesd is not None)
         capabilities = Capabilities(
             models=[self.model.describe()], default_model=self.model.name, controlnets=self.offer.controlnets,
             samplers=list(SAMPLERS), encodings=list(ENCODINGS), limits=config.limits.to_dict(),
-            token_required=bool(config.token))
+            token_required=bool(config.token),
+            features=["live"] + (["fast_decode"] if self.offer.fast_decode else []))
         welcome = Welcome(server=f"controlbridge {__version__}", capabilities=capabilities)
         self.transport = WebsocketTransport(config, self.scheduler, self.offer, welcome)
         self.worker = DeviceWorker(self.model, self.scheduler, config.output_dir, self.transport.emit)

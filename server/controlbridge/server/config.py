@@ -33,6 +33,8 @@ class ServerConfig:
     output_dir: Path = field(default_factory=default_output_dir)
     model: ModelSpec = field(default_factory=ModelSpec)
     limits: Limits = field(default_factory=Limits)
+    accelerate: bool = False      # the speed-ups of engine/acceleration.py on CPU too (always on a GPU)
+    compile: bool = False         # torch.compile the UNet and ControlNets
 
     def check(self) -> None:
         """Refuse unsafe setups before anything listens."""

@@ -46,6 +46,7 @@ class ServerOffer:
     model_name: str
     controlnets: List[str]
     limits: Limits
+    fast_decode: bool = False          # a tiny autoencoder is loaded
 
 
 def _fail(code: str, message: str) -> ProtocolError:
@@ -77,6 +78,9 @@ def check_settings(s: JobSettings, offer: ServerOffer) -> None:
     _check_range("canny_low", s.canny_low, 0, 1000)
     _check_range("canny_high", s.canny_high, s.canny_low, 1000)
     _check_range("preview_every", s.preview_every, 0, offer.limits.max_steps)
+    if s.fast_decode and not offer.fast_decode:
+        raise _fail(ErrorCode.OUT_OF_RANGE, "fast_decode is not available: this server has no tiny autoencoder "
+                                            "(start it with --taesd madebyollin/taesd, or taesdxl for SDXL)")
     if s.result_encoding not in RESULT_ENCODINGS:
         raise _fail(ErrorCode.OUT_OF_RANGE,
                     f"result_encoding {s.result_encoding!r}; use one of {', '.join(RESULT_ENCODINGS)}")
