@@ -95,13 +95,13 @@ def test_stop_and_disconnect_end_the_session(server):
     leaver = Client(server.url)
     leaver.connect()
     for imgs in frames(3):
-        leaver.send_live_frame(slow, imgs)
+        leaver.send_live_frame(slow.replace(steps=150), imgs)   # about 5 s a frame, more on a busy machine
     time.sleep(0.3)
     leaver.close()
-    with Client(server.url) as c:                               # the device is free again at once
+    with Client(server.url) as c:                               # the device is free again within a step
         start = time.monotonic()
         assert c.run(quick_settings(steps=2), blockout_images(64, 48), timeout=30).image.width == 64
-        assert time.monotonic() - start < 1.5
+        assert time.monotonic() - start < 3
     assert server.server.scheduler.snapshot("nobody")["queued"] == 0
 
 

@@ -253,17 +253,24 @@ def load_single_file(path, *, config_dir=None, models_dirs: Sequence = (), dtype
         what = f"a {detection.family or 'unknown-family'} {detection.kind}"
         raise NotAModel(f"{path}: {what}, not an SD1.5 or SDXL checkpoint that loads as one file "
                         f"(UNet, VAE and text encoders together)")
+    if detection.variant in ("inpaint", "refiner"):
+        raise NotAModel(f"{path}: an {family} {detection.variant} checkpoint; only base models load as one file")
     config_dir = Path(config_dir) if config_dir else CONFIG_ROOT / family
     check_config_dir(family, config_dir)
     tokenizers = load_tokenizers(family, config_dir, [Path(d) for d in models_dirs], path)
     dtype = dtype or torch.float32
     cls = StableDiffusionXLPipeline if family == SDXL else StableDiffusionPipeline
-    extra = {} if family == SDXL else {"safety_checker": None, "feature_extractor": None,
-                                       "requires_safety_checker": False}
-    if family == SDXL:
-        extra["add_watermarker"] = False      # invisible-watermark is not installed, and our output is the artist's
-    pipe = cls.from_single_file(str(path), config=str(config_dir), local_files_only=True, torch_dtype=dtype,
-                                **tokenizers, **extra)
+    # No safety checker (a local tool on the artist's own input) and no invisible watermark (not installed).
+    extra = {"add_watermarker": False} if family == SDXL else \
+        {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
+    try:
+        pipe = cls.from_single_file(str(path), config=str(config_dir), local_files_only=True, torch_dtype=dtype,
+                                    **tokenizers, **extra)
+    except (ValueError, RuntimeError) as e:
+        # diffusers' shape-mismatch text suggests loader flags that would only hide the problem; keep the facts.
+        detail = re.search(r"\S+ expected shape .*?, but got [^.]*", str(e))
+        raise NotAModel(f"{path}: its weights do not fit the {family} architecture in {config_dir} "
+                        f"({detail.group(0) if detail else str(e).splitlines()[0]})") from e
     _check_loaded(pipe, path)
     return pipe
 

@@ -71,24 +71,17 @@ class DeviceWorker:
             log.error("job %s failed:\n%s", job.id, traceback.format_exc())
             self.emit(job.client_id, JobError(ErrorCode.INTERNAL, _explain(e), job.id, job.request_id))
             return
-        if job.settings.result_encoding == "png":
-            data = saved.path.read_bytes()    # the very file on disk, metadata included
-        else:
-            data = encode_image(out.image, job.settings.result_encoding)
-        h, w = out.image.shape[:2]
-        image = ImageAttachment.encoded("image", job.settings.result_encoding, w, h, data)
+        # A png result is the very file on disk, metadata included.
+        png = saved.path.read_bytes() if job.settings.result_encoding == "png" else None
         self.emit(job.client_id, Result(job.id, job.request_id, job.settings, job.settings.seed,
-                                        str(saved.path), image))
-
+                                        str(saved.path), _result_image(out.image, job.settings.result_encoding, png)))
 
     def run_live_frame(self, job: Job) -> None:
         """A live frame: no progress, nothing saved, the image back in the frame's (fast) encoding."""
         start = time.perf_counter()
         try:
             out = generate(self.model, job.settings, job.inputs, None, lambda: job.cancelled)
-            h, w = out.image.shape[:2]
-            image = ImageAttachment.encoded("image", job.settings.result_encoding, w, h,
-                                            encode_image(out.image, job.settings.result_encoding))
+            image = _result_image(out.image, job.settings.result_encoding)
         except JobCancelled:
             self.emit(job.client_id, LiveSkipped(job.request_id, "stopped"))
             return
@@ -99,6 +92,11 @@ class DeviceWorker:
         elapsed_ms = (time.perf_counter() - start) * 1000
         self.emit(job.client_id, LiveResult(job.id, job.request_id, job.settings, job.settings.seed, "", image,
                                             elapsed_ms))
+
+
+def _result_image(pixels, encoding: str, data: bytes = None) -> ImageAttachment:
+    h, w = pixels.shape[:2]
+    return ImageAttachment.encoded("image", encoding, w, h, data if data is not None else encode_image(pixels, encoding))
 
 
 def _explain(error: Exception) -> str:
