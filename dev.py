@@ -57,7 +57,9 @@ def main(argv) -> int:
         return subprocess.call([str(server_env()), "-m", "controlbridge", "demo", *args], cwd=ROOT)
     if command == "test":
         python = server_env()
-        env = dict(os.environ, CONTROLBRIDGE_BLENDER_PYTHON=str(blender_env()), CONTROLBRIDGE_REQUIRE_BLENDER="1")
+        # Both add-on suites must run here, not skip: a missing Blender or plugin build is a failure.
+        env = dict(os.environ, CONTROLBRIDGE_BLENDER_PYTHON=str(blender_env()), CONTROLBRIDGE_REQUIRE_BLENDER="1",
+                   CONTROLBRIDGE_REQUIRE_UNREAL_BUILD="1")
         return subprocess.call([str(python), "-m", "pytest", *args], cwd=ROOT, env=env)
     if command == "build-blender":
         return subprocess.call([str(server_env()), "addons/blender/build.py", *args], cwd=ROOT)

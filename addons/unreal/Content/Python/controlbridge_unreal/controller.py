@@ -1,0 +1,216 @@
+"""The game-thread side of a generation: menu actions in, worker events out to the engine. No `unreal` import.
+
+This is the one module that knows about both threads: it runs only on the game thread (menu callbacks and
+the Slate post-tick pump call it) and talks to the network exclusively through the Worker's queues. The engine
+is reached through a small port object (see EnginePort) that the engine layer implements and tests fake.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from controlbridge_protocol import Accepted, Cancelled, Disconnected, JobError, Progress, Result
+
+from . import jobs
+from .buffers import CaptureProblem
+from .camera_math import CameraView
+from .settings_model import PluginSettings
+from .worker import CancelFailed, SubmitFailed, Submitted
+
+VIEWPORT = "viewport"
+CINE_CAMERA = "cine_camera"
+
+
+class UserError(Exception):
+    """Something the user can fix (nothing selected, ...); the message is shown as is."""
+
+
+class ProgressHandle:
+    """Interface of the engine's progress notification (engine_ui.TaskProgress implements it)."""
+
+    def update(self, text: str) -> None: ...
+    def cancel_requested(self) -> bool: return False
+    def succeed(self, text: str) -> None: ...
+    def cancelled(self, text: str) -> None: ...
+    def fail(self, text: str) -> None: ...   # one clear error notification
+
+
+class EnginePort:
+    """Interface of the engine layer, as the controller uses it."""
+
+    def resolve_view(self, source: str, settings: PluginSettings) -> CameraView: raise NotImplementedError
+    def capture(self, view: CameraView, width: int, height: int, settings: PluginSettings) -> jobs.Capture:
+        raise NotImplementedError
+    def apply_result(self, job: "PendingJob", result: Result) -> str: raise NotImplementedError
+    def begin_progress(self, title: str) -> ProgressHandle: raise NotImplementedError
+    def show_error(self, message: str) -> None: raise NotImplementedError
+    def log(self, message: str) -> None: ...
+
+
+@dataclass
+class PendingJob:
+    ticket: int
+    view: CameraView
+    width: int
+    height: int
+    settings: PluginSettings
+    job_settings: Any
+    handle: ProgressHandle
+    request_id: Optional[str] = None
+    job_id: Optional[str] = None
+    cancel_requested: bool = False
+    started: float = field(default_factory=time.monotonic)
+
+    def owns(self, event: Any) -> bool:
+        job_id = getattr(event, "job_id", None)
+        request_id = getattr(event, "request_id", None)
+        if job_id and self.job_id and job_id == self.job_id:
+            return True
+        if request_id and self.request_id and request_id == self.request_id:
+            return True
+        return False
+
+
+class Controller:
+    def __init__(self, engine: EnginePort, worker: Any, get_settings: Callable[[], PluginSettings]):
+        self.engine = engine
+        self.worker = worker
+        self.get_settings = get_settings
+        self.job: Optional[PendingJob] = None
+        self.last_summary: Optional[str] = None
+        self._ticket = 0
+        self._in_tick = False
+
+    @property
+    def busy(self) -> bool:
+        return self.job is not None
+
+    # ---- menu actions (game thread) ---------------------------------------------------------
+
+    def generate(self, source: str) -> bool:
+        """Capture `source` (VIEWPORT or CINE_CAMERA) and send the job. Returns True when a job was sent."""
+        if self.job is not None:
+            self.engine.show_error("A ControlBridge generation is already running. "
+                                   "Wait for it or use ControlBridge > Cancel.")
+            return False
+        settings = self.get_settings().validated()
+        try:
+            view = self.engine.resolve_view(source, settings)
+            width, height = jobs.output_size(settings, view)
+            t0 = time.monotonic()
+            capture = self.engine.capture(view, width, height, settings)
+            self.engine.log(f"ControlBridge: captured {view.label} at {width}x{height} in "
+                            f"{time.monotonic() - t0:.2f}s (background {capture.depth.background_fraction:.0%})")
+            job_settings = jobs.job_settings(settings, width, height, view.label)
+            images = jobs.attachments(capture)
+        except (UserError, CaptureProblem) as e:
+            self.engine.show_error(str(e))
+            return False
+        except Exception as e:  # noqa: BLE001 - a bug must still end in one readable message, not a stack trace
+            self.engine.log(traceback.format_exc())
+            self.engine.show_error(f"ControlBridge could not capture the view: {type(e).__name__}: {e}")
+            return False
+        self._ticket += 1
+        handle = self.engine.begin_progress(f"ControlBridge: {view.label}")
+        handle.update(f"Connecting to {settings.server_url}")
+        self.job = PendingJob(self._ticket, view, width, height, settings, job_settings, handle)
+        self.worker.submit(self._ticket, settings.server_url, settings.token, job_settings, images)
+        return True
+
+    def cancel(self) -> None:
+        job = self.job
+        if job is None:
+            self.engine.log("ControlBridge: nothing to cancel")
+            return
+        if job.cancel_requested:
+            return
+        job.cancel_requested = True
+        # before the server named the job, cancel all of this client's jobs (there is only this one);
+        # the worker handles commands in order, so this goes out after the job itself
+        self.worker.cancel(job.job_id)
+        job.handle.update("Cancelling")
+
+    # ---- Slate post-tick (game thread) ------------------------------------------------------
+
+    def tick(self, delta_seconds: float = 0.0) -> None:
+        if self._in_tick:   # a modal dialog opened from here ticks Slate again: do not re-enter
+            return
+        self._in_tick = True
+        try:
+            for event in self.worker.drain():
+                self._handle(event)
+            job = self.job
+            if job is not None and not job.cancel_requested and job.handle.cancel_requested():
+                self.cancel()
+        finally:
+            self._in_tick = False
+
+    def shutdown(self) -> None:
+        if self.job is not None:
+            self.worker.cancel(self.job.job_id)
+            self.job.handle.cancelled("Cancelled: the editor is closing")
+            self.job = None
+        self.worker.stop()
+
+    # ---- events -----------------------------------------------------------------------------
+
+    def _handle(self, event: Any) -> None:
+        job = self.job
+        if isinstance(event, CancelFailed):
+            self.engine.log(f"ControlBridge: cancel failed: {event.message}")
+            return
+        if job is None:
+            return   # late events of a finished job
+        if isinstance(event, Submitted):
+            if event.ticket == job.ticket:
+                job.request_id = event.request_id
+                job.handle.update("Sent; waiting for the server")
+        elif isinstance(event, SubmitFailed):
+            if event.ticket == job.ticket:
+                self._fail(event.message)
+        elif isinstance(event, Accepted):
+            if job.owns(event):
+                job.job_id = event.job_id
+                if not job.cancel_requested:
+                    job.handle.update(f"Queued: {event.queue_position} job(s) ahead" if event.queue_position
+                                      else "Starting")
+        elif isinstance(event, Progress):
+            if job.owns(event) and not job.cancel_requested:
+                job.handle.update(f"Step {event.step}/{event.total}")
+        elif isinstance(event, Result):
+            if job.owns(event):
+                self._finish_result(job, event)
+        elif isinstance(event, JobError):
+            if job.owns(event) or (event.job_id is None and event.request_id is None):
+                self._fail(f"The server reported an error: {event.message}")
+        elif isinstance(event, Cancelled):
+            if job.owns(event) or (job.job_id is None and job.cancel_requested):
+                self.job = None
+                job.handle.cancelled("Cancelled")
+        elif isinstance(event, Disconnected):
+            self._fail(f"Lost the connection to the ControlBridge server: {event.reason}")
+
+    def _finish_result(self, job: PendingJob, result: Result) -> None:
+        self.job = None
+        if job.cancel_requested:   # the result crossed the cancel on the wire: the user asked for nothing
+            job.handle.cancelled("Cancelled")
+            return
+        try:
+            summary = self.engine.apply_result(job, result)
+        except Exception as e:  # noqa: BLE001
+            self.engine.log(traceback.format_exc())
+            job.handle.fail(f"The image was generated (saved on the server at {result.saved_path}) but could not "
+                            f"be added to the project: {type(e).__name__}: {e}")
+            return
+        self.last_summary = summary
+        job.handle.succeed(f"Done: {summary}")
+
+    def _fail(self, message: str) -> None:
+        job, self.job = self.job, None
+        if job is not None:
+            job.handle.fail(message)
+        else:
+            self.engine.show_error(message)

@@ -1,0 +1,146 @@
+"""ENGINE LAYER: which camera, and its color + SceneDepth through a transient SceneCapture2D.
+
+Every function takes the `unreal` module as its first argument (tests pass a recording stand-in). Local
+variables holding engine objects are annotated with their `unreal` type: the contract test reads these
+annotations to check every call against Epic's API stub. Game thread only.
+"""
+
+from __future__ import annotations
+
+from typing import List, Sequence, TYPE_CHECKING
+
+from . import buffers, camera_math
+from .controller import CINE_CAMERA, VIEWPORT, UserError
+from .jobs import Capture
+from .settings_model import PluginSettings
+
+if TYPE_CHECKING:   # for annotations only: the module itself is always passed in as `unreal`
+    import unreal
+
+
+def vec(v: unreal.Vector) -> camera_math.Vec3:
+    return (float(v.x), float(v.y), float(v.z))
+
+
+def rot(r: unreal.Rotator) -> camera_math.Rot3:
+    return (float(r.pitch), float(r.yaw), float(r.roll))
+
+
+def make_vector(unreal, v: Sequence[float]):
+    return unreal.Vector(x=float(v[0]), y=float(v[1]), z=float(v[2]))
+
+
+def make_rotator(unreal, r: Sequence[float]):
+    # unreal.Rotator's positional order is (roll, pitch, yaw): always pass keywords
+    return unreal.Rotator(pitch=float(r[0]), yaw=float(r[1]), roll=float(r[2]))
+
+
+# --------------------------------------------------------------------------- which view
+
+def resolve_view(unreal, source: str, settings: PluginSettings) -> camera_math.CameraView:
+    if source == VIEWPORT:
+        return viewport_view(unreal, settings.viewport_fov)
+    if source == CINE_CAMERA:
+        return selected_cine_camera_view(unreal)
+    raise ValueError(f"unknown capture source {source!r}")
+
+
+def viewport_view(unreal, hfov_deg: float) -> camera_math.CameraView:
+    editor: unreal.UnrealEditorSubsystem = unreal.get_editor_subsystem(unreal.UnrealEditorSubsystem)
+    info = editor.get_level_viewport_camera_info()
+    if not info:
+        raise UserError("No level viewport camera is available. Click into the level viewport, then try again.")
+    location, rotation = info
+    return camera_math.viewport_view(vec(location), rot(rotation), hfov_deg)
+
+
+def selected_cine_camera_view(unreal) -> camera_math.CameraView:
+    actors: unreal.EditorActorSubsystem = unreal.get_editor_subsystem(unreal.EditorActorSubsystem)
+    cameras = [a for a in actors.get_selected_level_actors() if isinstance(a, unreal.CineCameraActor)]
+    if not cameras:
+        raise UserError("Select a CineCameraActor in the level (Outliner or viewport), then choose "
+                        "ControlBridge > Generate from selected CineCamera.")
+    if len(cameras) > 1:
+        raise UserError(f"{len(cameras)} CineCameras are selected; select only the one to generate from.")
+    camera: unreal.CineCameraActor = cameras[0]
+    component: unreal.CineCameraComponent = camera.get_cine_camera_component()
+    if component.projection_mode == unreal.CameraProjectionMode.ORTHOGRAPHIC:
+        raise UserError(f"{camera.get_actor_label()} is orthographic; ControlBridge needs a perspective camera.")
+    filmback: unreal.CameraFilmbackSettings = component.filmback
+    try:
+        return camera_math.cine_camera_view(
+            key=camera.get_path_name(),
+            label=camera.get_actor_label(),
+            location=vec(component.get_world_location()),
+            rotation=rot(component.get_world_rotation()),
+            sensor_width_mm=float(filmback.sensor_width),
+            sensor_height_mm=float(filmback.sensor_height),
+            focal_length_mm=float(component.current_focal_length),
+            actor=camera,
+        )
+    except ValueError as e:
+        raise UserError(f"{camera.get_actor_label()}: {e}") from None
+
+
+# --------------------------------------------------------------------------- capture
+
+def capture(unreal, view: camera_math.CameraView, width: int, height: int, settings: PluginSettings,
+            hidden_actors: List = ()) -> Capture:
+    """Render color and depth of `view` at width x height. A transient SceneCapture2D is spawned at the camera
+    and always destroyed again; the render targets are released. `hidden_actors` (our result planes) are left
+    out of the capture.
+
+    Color: Final Color (LDR) into RGBA8 - display-encoded already, read back unchanged.
+    Depth: SceneDepth (cm, in R) into RGBA16F - the sky saturates at 65504 - read back with normalize=False."""
+    editor: unreal.UnrealEditorSubsystem = unreal.get_editor_subsystem(unreal.UnrealEditorSubsystem)
+    actors: unreal.EditorActorSubsystem = unreal.get_editor_subsystem(unreal.EditorActorSubsystem)
+    world: unreal.World = editor.get_editor_world()
+    color_target: unreal.TextureRenderTarget2D = unreal.RenderingLibrary.create_render_target2d(
+        world, width, height, unreal.TextureRenderTargetFormat.RTF_RGBA8,
+        clear_color=unreal.LinearColor(r=0.0, g=0.0, b=0.0, a=1.0), auto_generate_mip_maps=False)
+    depth_target: unreal.TextureRenderTarget2D = unreal.RenderingLibrary.create_render_target2d(
+        world, width, height, unreal.TextureRenderTargetFormat.RTF_RGBA16F,
+        clear_color=unreal.LinearColor(r=buffers.FP16_MAX, g=0.0, b=0.0, a=1.0), auto_generate_mip_maps=False)
+    capture_actor = None
+    try:
+        capture_actor = actors.spawn_actor_from_class(
+            unreal.SceneCapture2D, make_vector(unreal, view.location), make_rotator(unreal, view.rotation),
+            transient=True)
+        scene_capture: unreal.SceneCapture2D = capture_actor
+        component: unreal.SceneCaptureComponent2D = scene_capture.capture_component2d
+        component.set_editor_property("projection_type", unreal.CameraProjectionMode.PERSPECTIVE)
+        component.set_editor_property("fov_angle", float(view.hfov_deg))
+        component.set_editor_property("capture_every_frame", False)
+        component.set_editor_property("capture_on_movement", False)
+        component.set_editor_property("hidden_actors", list(hidden_actors))
+        if view.actor is not None:
+            # look through the CineCamera's own post-process (exposure, color grading) like its viewport does
+            camera: unreal.CineCameraActor = view.actor
+            lens: unreal.CineCameraComponent = camera.get_cine_camera_component()
+            component.set_editor_property("post_process_settings", lens.get_editor_property("post_process_settings"))
+            component.set_editor_property("post_process_blend_weight",
+                                          lens.get_editor_property("post_process_blend_weight"))
+
+        component.set_editor_property("capture_source", unreal.SceneCaptureSource.SCS_FINAL_COLOR_LDR)
+        component.set_editor_property("texture_target", color_target)
+        component.capture_scene()
+        colors = unreal.RenderingLibrary.read_render_target(world, color_target)
+
+        component.set_editor_property("capture_source", unreal.SceneCaptureSource.SCS_SCENE_DEPTH)
+        component.set_editor_property("texture_target", depth_target)
+        component.capture_scene()
+        # normalize=False: the default (True) would squash centimetres into 0..1
+        depth_colors = unreal.RenderingLibrary.read_render_target_raw(world, depth_target, normalize=False)
+    finally:
+        if capture_actor is not None:
+            actors.destroy_actor(capture_actor)
+        unreal.RenderingLibrary.release_render_target2d(color_target)
+        unreal.RenderingLibrary.release_render_target2d(depth_target)
+
+    if not colors or len(colors) != width * height:
+        raise buffers.CaptureProblem("Unreal returned no color pixels for the capture (render target read failed).")
+    if not depth_colors or len(depth_colors) != width * height:
+        raise buffers.CaptureProblem("Unreal returned no depth pixels for the capture (render target read failed).")
+    depth = buffers.prepare_depth(buffers.depth_from_linear_colors(depth_colors), width, height,
+                                  max_depth_cm=settings.max_depth_cm, source_max=buffers.FP16_MAX)
+    return Capture(width, height, buffers.rgba8_from_colors(colors, width, height), depth)

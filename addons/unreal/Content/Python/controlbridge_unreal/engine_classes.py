@@ -1,0 +1,65 @@
+"""ENGINE LAYER: the two Unreal classes the plugin defines in Python.
+
+- ControlBridgeSettings: a UObject with one editable property per settings_model.FIELDS entry, shown with the
+  editor's own details view (engine_ui.edit_settings). The tests check that the properties here and the field
+  list agree in names and types.
+- ControlBridgeGeneration: an EditorUtilityTask subclass; registering one shows Unreal's non-blocking task
+  notification (with a Cancel button) that engine_ui.TaskProgress drives.
+
+Classes are generated once per editor session (Unreal keeps generated classes by name).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .settings_model import FIELD_BY_NAME, uproperty_meta
+
+_DEFINED: dict = {}
+
+
+@dataclass(frozen=True)
+class PluginClasses:
+    settings: Any
+    task: Any
+
+
+def _meta(name: str) -> dict:
+    return uproperty_meta(FIELD_BY_NAME[name])
+
+
+def define(unreal) -> PluginClasses:
+    key = id(unreal)
+    if key in _DEFINED:
+        return _DEFINED[key]
+
+    @unreal.uclass()
+    class ControlBridgeSettings(unreal.Object):
+        server_url = unreal.uproperty(str, meta=_meta("server_url"))
+        token = unreal.uproperty(str, meta=_meta("token"))
+        model = unreal.uproperty(str, meta=_meta("model"))
+        prompt = unreal.uproperty(str, meta=_meta("prompt"))
+        negative_prompt = unreal.uproperty(str, meta=_meta("negative_prompt"))
+        seed = unreal.uproperty(int, meta=_meta("seed"))
+        steps = unreal.uproperty(int, meta=_meta("steps"))
+        cfg = unreal.uproperty(float, meta=_meta("cfg"))
+        sampler = unreal.uproperty(str, meta=_meta("sampler"))
+        denoise = unreal.uproperty(float, meta=_meta("denoise"))
+        depth_weight = unreal.uproperty(float, meta=_meta("depth_weight"))
+        canny_weight = unreal.uproperty(float, meta=_meta("canny_weight"))
+        width = unreal.uproperty(int, meta=_meta("width"))
+        height = unreal.uproperty(int, meta=_meta("height"))
+        match_camera_aspect = unreal.uproperty(bool, meta=_meta("match_camera_aspect"))
+        viewport_fov = unreal.uproperty(float, meta=_meta("viewport_fov"))
+        max_depth_cm = unreal.uproperty(float, meta=_meta("max_depth_cm"))
+        create_plane = unreal.uproperty(bool, meta=_meta("create_plane"))
+        plane_distance_cm = unreal.uproperty(float, meta=_meta("plane_distance_cm"))
+
+    @unreal.uclass()
+    class ControlBridgeGeneration(unreal.EditorUtilityTask):
+        """Shown by Unreal as 'Task Control Bridge Generation' with our progress text and a Cancel button."""
+
+    classes = PluginClasses(settings=ControlBridgeSettings, task=ControlBridgeGeneration)
+    _DEFINED[key] = classes
+    return classes

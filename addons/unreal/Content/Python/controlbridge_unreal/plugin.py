@@ -1,0 +1,124 @@
+"""Wiring: the engine adapter, the plugin's life cycle and the functions the menu entries call.
+
+init_unreal.py calls start(unreal) once at editor start-up. The menu entries run
+`controlbridge_unreal.plugin.<action>()` as Python commands.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+from . import engine_capture, engine_classes, engine_results, engine_ui, naming, result_plan, settings_model
+from controlbridge_protocol import Result
+
+from .controller import CINE_CAMERA, VIEWPORT, Controller, EnginePort, PendingJob
+from .worker import Worker
+
+class EngineAdapter(EnginePort):
+    """The controller's view of the engine, implemented with the engine_* modules."""
+
+    def __init__(self, unreal, task_class, temp_dir: str):
+        self.unreal = unreal
+        self.task_class = task_class
+        self.temp_dir = temp_dir
+
+    def resolve_view(self, source, settings):
+        return engine_capture.resolve_view(self.unreal, source, settings)
+
+    def capture(self, view, width, height, settings):
+        planes = engine_results.find_planes(self.unreal)   # never capture our own result planes
+        return engine_capture.capture(self.unreal, view, width, height, settings, hidden_actors=planes)
+
+    def apply_result(self, job: PendingJob, result: Result) -> str:
+        image = result.image
+        plan = result_plan.plan_result(
+            view=job.view, width=job.width, height=job.height, job_id=result.job_id,
+            result_settings=result.settings.to_dict() if result.settings else job.job_settings.to_dict(),
+            seed=result.seed, saved_path=result.saved_path, encoding=image.encoding,
+            create_plane=job.settings.create_plane, plane_distance_cm=job.settings.plane_distance_cm,
+            asset_exists=lambda path: engine_results.asset_exists(self.unreal, path),
+        )
+        return engine_results.apply_result(self.unreal, plan, job.view, image.data, self.temp_dir)
+
+    def begin_progress(self, title):
+        return engine_ui.TaskProgress(self.unreal, self.task_class, title)
+
+    def show_error(self, message):
+        engine_ui.show_error(self.unreal, message)
+
+    def log(self, message):
+        self.unreal.log(message)
+
+
+class Plugin:
+    def __init__(self, unreal, worker: Optional[Worker] = None, saved_dir: Optional[str] = None):
+        self.unreal = unreal
+        self.classes = engine_classes.define(unreal)
+        saved_dir = saved_dir or unreal.Paths.project_saved_dir()
+        self.store = settings_model.SettingsStore(settings_model.settings_path(saved_dir))
+        temp_dir = os.path.join(saved_dir, settings_model.SETTINGS_SUBDIR, "Incoming")
+        self.engine = EngineAdapter(unreal, self.classes.task, temp_dir)
+        self.worker = worker or Worker(naming.client_name(unreal.SystemLibrary.get_engine_version()))
+        self.controller = Controller(self.engine, self.worker, self.store.get)
+        self._tick_handle = None
+        self._shutdown_handle = None
+
+    def start(self) -> None:
+        engine_ui.register_menus(self.unreal)
+        self._tick_handle = engine_ui.register_tick(self.unreal, self.controller.tick)
+        self._shutdown_handle = self.unreal.register_python_shutdown_callback(self.stop)
+        self.unreal.log(f"ControlBridge {naming.PLUGIN_VERSION} ready (settings: {self.store.path})")
+
+    def stop(self) -> None:
+        self.controller.shutdown()
+        if self._tick_handle is not None:
+            engine_ui.unregister_tick(self.unreal, self._tick_handle)
+            self._tick_handle = None
+        if self._shutdown_handle is not None:
+            self.unreal.unregister_python_shutdown_callback(self._shutdown_handle)
+            self._shutdown_handle = None
+
+    def open_settings(self) -> None:
+        edited = engine_ui.edit_settings(self.unreal, self.classes.settings, self.store.get())
+        if edited is not None:
+            self.store.set(edited)
+            self.unreal.log(f"ControlBridge settings saved to {self.store.path}")
+
+
+_PLUGIN: Optional[Plugin] = None
+
+
+def start(unreal) -> Plugin:
+    global _PLUGIN
+    if _PLUGIN is not None:     # re-run of init_unreal.py (e.g. a Python reload): start over cleanly
+        _PLUGIN.stop()
+    _PLUGIN = Plugin(unreal)
+    _PLUGIN.start()
+    return _PLUGIN
+
+
+def current() -> Optional[Plugin]:
+    return _PLUGIN
+
+
+def _require() -> Plugin:
+    if _PLUGIN is None:
+        raise RuntimeError("ControlBridge is not started (init_unreal.py did not run)")
+    return _PLUGIN
+
+
+def generate_from_viewport() -> None:
+    _require().controller.generate(VIEWPORT)
+
+
+def generate_from_cine_camera() -> None:
+    _require().controller.generate(CINE_CAMERA)
+
+
+def cancel() -> None:
+    _require().controller.cancel()
+
+
+def open_settings() -> None:
+    _require().open_settings()

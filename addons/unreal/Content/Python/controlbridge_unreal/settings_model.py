@@ -1,0 +1,200 @@
+"""The plugin's settings: one field list, a plain dataclass, JSON persistence. No `unreal` import.
+
+The field list drives everything else: the editable UObject shown in the editor's details view
+(`engine_classes.py` declares one `uproperty` per field, checked against this list by the tests),
+loading/saving in the project's Saved/ folder, and the job built from it (`jobs.py`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, fields
+from typing import Any, Mapping
+
+SETTINGS_FILE_VERSION = 1
+SETTINGS_SUBDIR = "ControlBridge"
+SETTINGS_FILENAME = "settings.json"
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    type: type
+    default: Any
+    category: str
+    tooltip: str
+    minimum: float | None = None
+    maximum: float | None = None
+    multiline: bool = False
+    secret: bool = False
+
+
+FIELDS: tuple[Field, ...] = (
+    Field("server_url", str, "ws://127.0.0.1:8765", "Server", "WebSocket address of the ControlBridge server."),
+    Field("token", str, "", "Server", "Access token, if the server was started with --token. Stored in Saved/ControlBridge.",
+          secret=True),
+    Field("model", str, "", "Server", "Model name on the server; empty = the server's default model."),
+    Field("prompt", str, "", "Prompt", "What the generated image should show.", multiline=True),
+    Field("negative_prompt", str, "", "Prompt", "What it should not show.", multiline=True),
+    Field("seed", int, -1, "Sampling", "Random seed; -1 = a new random seed every time.", -1, 2**31 - 1),
+    Field("steps", int, 20, "Sampling", "Number of denoising steps.", 1, 150),
+    Field("cfg", float, 7.0, "Sampling", "Classifier-free guidance scale.", 0.0, 30.0),
+    Field("sampler", str, "euler_a", "Sampling", "Sampler name as listed by the server (e.g. euler_a, dpmpp_2m)."),
+    Field("denoise", float, 0.75, "Sampling", "Denoising strength: 0 keeps the capture, 1 ignores its colors.", 0.0, 1.0),
+    Field("depth_weight", float, 1.0, "Control", "Depth ControlNet weight; 0 switches it off.", 0.0, 2.0),
+    Field("canny_weight", float, 0.5, "Control", "Canny (edges) ControlNet weight; 0 switches it off.", 0.0, 2.0),
+    Field("width", int, 768, "Output", "Output width in pixels (the capture is rendered at the output size).", 64, 4096),
+    Field("height", int, 512, "Output", "Output height in pixels. With 'Match Camera Aspect', the CineCamera's "
+          "filmback decides the aspect and the size fits inside Width x Height.", 64, 4096),
+    Field("match_camera_aspect", bool, True, "Output", "Use the CineCamera's filmback aspect ratio for the output."),
+    Field("viewport_fov", float, 90.0, "Capture", "Horizontal field of view used for 'Generate from viewport' "
+          "(the level viewport's FOV is not readable from Python; the editor default is 90).", 5.0, 170.0),
+    Field("max_depth_cm", float, 0.0, "Capture", "Depth beyond this distance (cm) counts as background; "
+          "0 = only the sky (the 16-bit depth target saturates at 65504 cm).", 0.0, 65504.0),
+    Field("create_plane", bool, True, "Result", "Show the result on a plane in front of the camera, sized to its view."),
+    Field("plane_distance_cm", float, 500.0, "Result", "Distance of the result plane from the camera (cm).", 1.0, 1.0e6),
+)
+
+FIELD_BY_NAME = {f.name: f for f in FIELDS}
+
+
+@dataclass
+class PluginSettings:
+    server_url: str = "ws://127.0.0.1:8765"
+    token: str = ""
+    model: str = ""
+    prompt: str = ""
+    negative_prompt: str = ""
+    seed: int = -1
+    steps: int = 20
+    cfg: float = 7.0
+    sampler: str = "euler_a"
+    denoise: float = 0.75
+    depth_weight: float = 1.0
+    canny_weight: float = 0.5
+    width: int = 768
+    height: int = 512
+    match_camera_aspect: bool = True
+    viewport_fov: float = 90.0
+    max_depth_cm: float = 0.0
+    create_plane: bool = True
+    plane_distance_cm: float = 500.0
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> "PluginSettings":
+        """Build from any mapping (JSON, a UObject's properties); unknown keys are ignored, bad values fall back
+        to the default, numbers are clamped to the field's range."""
+        values = {}
+        for f in FIELDS:
+            values[f.name] = coerce(f, data.get(f.name, f.default))
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def validated(self) -> "PluginSettings":
+        return PluginSettings.from_mapping(self.to_dict())
+
+
+def coerce(f: Field, value: Any) -> Any:
+    try:
+        if f.type is bool:
+            if isinstance(value, str):
+                v: Any = value.strip().lower() in ("1", "true", "yes", "on")
+            else:
+                v = bool(value)
+        elif f.type is int:
+            if isinstance(value, bool):
+                raise TypeError
+            v = int(value) if not isinstance(value, float) else int(round(value))
+        elif f.type is float:
+            if isinstance(value, bool):
+                raise TypeError
+            v = float(value)
+            if not math.isfinite(v):
+                raise ValueError
+        else:
+            v = "" if value is None else str(value)
+    except (TypeError, ValueError):
+        return f.default
+    if f.type in (int, float):
+        if f.minimum is not None and v < f.minimum:
+            v = f.type(f.minimum)
+        if f.maximum is not None and v > f.maximum:
+            v = f.type(f.maximum)
+    if f.name == "server_url":
+        v = v.strip() or f.default
+    return v
+
+
+# the dataclass and the field list must not drift apart
+assert [f.name for f in fields(PluginSettings)] == [f.name for f in FIELDS]
+assert all(getattr(PluginSettings(), f.name) == f.default for f in FIELDS)
+
+
+def settings_path(project_saved_dir: str) -> str:
+    return os.path.join(project_saved_dir, SETTINGS_SUBDIR, SETTINGS_FILENAME)
+
+
+def load(path: str) -> PluginSettings:
+    """Settings from `path`; defaults when the file is missing or unreadable (a broken file never blocks the editor)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return PluginSettings()
+    if not isinstance(data, dict):
+        return PluginSettings()
+    body = data.get("settings", data)
+    return PluginSettings.from_mapping(body if isinstance(body, dict) else {})
+
+
+def save(path: str, settings: PluginSettings) -> None:
+    """Write atomically (temp file + replace) so a crash never leaves half a file."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    payload = {"version": SETTINGS_FILE_VERSION, "settings": settings.validated().to_dict()}
+    fd, tmp = tempfile.mkstemp(prefix=".settings-", suffix=".json", dir=os.path.dirname(path))
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(payload, fh, indent=2, sort_keys=True)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def uproperty_meta(f: Field) -> dict:
+    """Metadata for the field's `unreal.uproperty` (details view category, tooltip, slider/clamp ranges)."""
+    meta = {"Category": f"ControlBridge|{f.category}", "ToolTip": f.tooltip,
+            "DisplayName": " ".join(w.capitalize() if w not in ("cfg", "url") else w.upper()
+                                    for w in f.name.split("_"))}
+    if f.minimum is not None:
+        meta["ClampMin"] = meta["UIMin"] = repr(f.minimum)
+    if f.maximum is not None:
+        meta["ClampMax"] = meta["UIMax"] = repr(f.maximum)
+    if f.multiline:
+        meta["MultiLine"] = "true"
+    if f.secret:
+        meta["PasswordField"] = "true"
+    return meta
+
+
+class SettingsStore:
+    """The current settings, loaded once from the project's Saved folder and written back on every change."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.current = load(path)
+
+    def get(self) -> PluginSettings:
+        return self.current
+
+    def set(self, settings: PluginSettings) -> None:
+        self.current = settings.validated()
+        save(self.path, self.current)
