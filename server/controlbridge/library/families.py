@@ -129,8 +129,9 @@ def detect(path) -> Detection:
         raise NotAModel(f"{path}: {e}") from None
 
 
-def detect_keys(shapes: Mapping[str, Tuple[int, ...]], metadata: Mapping[str, str] = {}) -> Detection:
+def detect_keys(shapes: Mapping[str, Tuple[int, ...]], metadata: Optional[Mapping[str, str]] = None) -> Detection:
     """The rules, on tensor names and shapes alone (so tests and callers can use them without a file)."""
+    metadata = metadata or {}
     if not shapes:
         raise NotAModel("holds no tensors")
     keys = list(shapes)
@@ -141,8 +142,8 @@ def detect_keys(shapes: Mapping[str, Tuple[int, ...]], metadata: Mapping[str, st
         return _lora(shapes, metadata)
 
     # ControlNets first: XLabs FLUX ControlNets contain double_blocks, ComfyUI SD ones a whole UNet encoder.
-    if has("controlnet_x_embedder.") or (has("controlnet_blocks.") and (has("double_blocks.")
-                                                                          or has("transformer_blocks."))):
+    # (controlnet_blocks + transformer_blocks alone would also match SD3 ControlNets.)
+    if has("controlnet_x_embedder.") or (has("controlnet_blocks.") and has("double_blocks.")):
         return Detection(CONTROLNET, (FLUX,), "diffusers" if has("controlnet_x_embedder.") else "xlabs",
                          "union" if has("controlnet_mode_embedder.") else None)
     if has("input_hint_block.") or starts("control_model."):
