@@ -1,12 +1,11 @@
 """Every kind of bad input gets a specific error, and the server keeps serving everyone."""
 import json
 
-import numpy as np
 import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from controlbridge_protocol import Client, ErrorCode, ImageAttachment, JobError, JobFailed, Welcome
+from controlbridge_protocol import Client, ErrorCode, ImageAttachment, JobFailed, Welcome
 from controlbridge_protocol.framing import encode
 from controlbridge_protocol.messages import Generate, Hello
 from helpers import blockout_images, quick_settings
@@ -112,8 +111,9 @@ def test_job_level_bad_inputs(client, server):
         (quick_settings(sampler="lcm", steps=40, denoise=0.5), images, ErrorCode.OUT_OF_RANGE, "at most 25 steps"),
         (quick_settings(sampler="k_lms_magic"), images, ErrorCode.UNKNOWN_SAMPLER, "euler_a"),
         (quick_settings(controlnets={"openpose": quick_settings().controlnets["depth"]}), images,
-         ErrorCode.UNKNOWN_CONTROLNET, "openpose"),
-        (quick_settings(model="sdxl-base"), images, ErrorCode.MODEL_NOT_LOADED, "'tiny'"),
+         ErrorCode.UNKNOWN_CONTROLNET, "'openpose'"),
+        (quick_settings(model="sdxl-base"), images, ErrorCode.UNKNOWN_MODEL, "no checkpoint named 'sdxl-base'"),
+        (quick_settings(model="../../etc/passwd"), images, ErrorCode.UNKNOWN_MODEL, "passwd"),
         (quick_settings(width=9000, height=9000), images, ErrorCode.LIMIT_EXCEEDED, "limits"),
         (quick_settings(width=512), images, ErrorCode.BAD_MESSAGE, "both width and height"),
     ]

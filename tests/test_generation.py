@@ -5,8 +5,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from controlbridge_protocol import Accepted, Client, ImageAttachment, Progress, Result
-from controlbridge.server.outputs import METADATA_KEY, read_job
+from controlbridge_protocol import Accepted, ImageAttachment, Progress, Result
+from controlbridge.server.outputs import read_job
 from helpers import blockout_images, decode_png, quick_settings
 
 

@@ -87,11 +87,14 @@ def test_stop_and_disconnect_end_the_session(server):
         ids = [c.send_live_frame(slow, imgs) for imgs in frames(3)]
         time.sleep(0.5)                                         # the first frame is rendering, the last waits
         c.stop_live()
-        events = collect(c, lambda e, evs: sum(getattr(x, "reason", "") == "stopped" for x in evs) == 2)
+        # Every frame ends without a result: the rendering one and the waiting one are stopped, any frame that
+        # was replaced before the device took it is superseded.
+        events = collect(c, lambda e, evs: {x.request_id for x in evs if isinstance(x, LiveSkipped)} == set(ids))
         time.sleep(0.5)
         events += c.poll_events()
         assert not any(isinstance(e, LiveResult) for e in events)
-        assert {e.request_id for e in events if getattr(e, "reason", "") == "stopped"} == {ids[0], ids[2]}
+        stopped = {e.request_id for e in events if getattr(e, "reason", "") == "stopped"}
+        assert ids[2] in stopped and len(stopped) == 2
     leaver = Client(server.url)
     leaver.connect()
     for imgs in frames(3):

@@ -22,7 +22,8 @@ def test_a_local_diffusers_folder_loads_like_a_hub_id(model_cache, make_server):
     from controlbridge.server.config import ServerConfig
     with ServerThread(ServerConfig(port=0, output_dir=model_cache / "folder-out"), model=model) as server:
         with Client(server.url) as c:
-            assert c.capabilities.models == [{"name": "base", "family": "sd15", "native_resolution": 512}]
+            assert c.capabilities.models[0] == {"name": "base", "family": "sd15", "native_resolution": 512,
+                                                "loaded": True}
             assert c.run(quick_settings(steps=2, denoise=0.5), blockout_images(96, 64)).image.width == 96
 
 

@@ -53,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto", help="auto, cuda, cuda:1, mps or cpu")
     s.add_argument("--dtype", default="auto", help="auto (fp16 on GPU, fp32 on CPU), fp32, fp16 or bf16")
     s.add_argument("--output-dir", type=Path, default=None, help="where results and their inputs are saved")
+    s.add_argument("--models-dir", type=Path, help="your ComfyUI-style models/ folder (checkpoints/, controlnet/, "
+                                                   "loras/, vae/, upscale_models/, diffusers/)")
+    s.add_argument("--memory-budget-gb", type=float,
+                   help="unload least recently used models beyond this (default: 85%% of the GPU, half the RAM)")
     s.add_argument("--compile", action="store_true",
                    help="torch.compile the UNet and ControlNets (slow start, faster frames; GPU)")
 
@@ -110,6 +114,7 @@ def cmd_serve(args) -> int:
     from .server.config import ServerConfig
     config = ServerConfig(host=args.host, port=args.port, token=args.token or None,
                           allowed_origins=list(args.allow_origin), compile=args.compile,
+                          models_dir=args.models_dir, memory_budget_gb=args.memory_budget_gb,
                           model=ModelSpec(model=args.model, controlnets=dict(args.controlnet), taesd=args.taesd,
                                           device=args.device, dtype=args.dtype))
     if args.output_dir:

@@ -8,7 +8,8 @@ from .errors import (AuthenticationFailed, ConnectionFailed, ControlBridgeError,
                      ProtocolMismatch)
 from .images import ENCODINGS, ImageAttachment
 from .messages import (PROTOCOL_VERSION, Accepted, Cancel, Cancelled, Capabilities, Disconnected, Generate, Hello,
-                       JobError, LiveFrame, LiveResult, LiveSkipped, LiveStop, Ping, Pong, Progress, Result, Welcome)
-from .settings import RANDOM_SEED, ControlNetSettings, JobSettings
+                       HistoryEntry, HistoryGet, HistoryItem, HistoryPage, HistoryRequest, JobError, LiveFrame,
+                       LiveResult, LiveSkipped, LiveStop, Ping, Pong, Progress, Result, Welcome)
+from .settings import RANDOM_SEED, ControlNetSettings, HiresSettings, JobSettings, LoraSettings
 
 __version__ = "0.1.0"

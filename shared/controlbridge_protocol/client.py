@@ -21,7 +21,8 @@ from .errors import (AuthenticationFailed, ConnectionFailed, ControlBridgeError,
                      ProtocolError, ProtocolMismatch)
 from .images import ImageAttachment
 from .messages import (PROTOCOL_VERSION, SERVER_MESSAGES, Accepted, Cancel, Cancelled, Disconnected, Generate,
-                       Hello, JobError, LiveFrame, LiveStop, Ping, Pong, Progress, Result, Welcome)
+                       Hello, HistoryGet, HistoryItem, HistoryPage, HistoryRequest, JobError, LiveFrame, LiveStop,
+                       Ping, Pong, Progress, Result, Welcome)
 from .settings import JobSettings
 
 DEFAULT_URL = "ws://127.0.0.1:8765"
@@ -207,6 +208,24 @@ class Client:
         """Ask the server for the queue state (ping/pong)."""
         self._send(Ping())
         return self._wait_for(lambda e: isinstance(e, Pong), timeout, "status")
+
+    def history(self, offset: int = 0, limit: int = 20, timeout: float = 10.0) -> HistoryPage:
+        """A page of this server's saved results, newest first (the server sends at most 100 per page)."""
+        return self._ask(HistoryRequest(uuid.uuid4().hex[:12], offset, limit), HistoryPage, timeout, "history")
+
+    def history_item(self, job_id: str, timeout: float = 10.0) -> HistoryItem:
+        """One saved result: its entry (settings as a dict, for JobSettings.from_dict) and the PNG file."""
+        return self._ask(HistoryGet(uuid.uuid4().hex[:12], job_id), HistoryItem, timeout, f"history of {job_id}")
+
+    def _ask(self, request, answer_class, timeout, what):
+        """Send a request with a request_id; its answer or its error, matched by that id. Everything else
+        (a job in flight's events) is stashed for the next poll."""
+        self._send(request)
+        event = self._wait_for(lambda e: isinstance(e, (answer_class, JobError)) and e.request_id == request.request_id,
+                               timeout, what)
+        if isinstance(event, JobError):
+            raise ControlBridgeError(event.message)
+        return event
 
     def run(self, settings: JobSettings, images: List[ImageAttachment],
             on_event: Optional[Callable[[object], None]] = None, timeout: Optional[float] = None) -> Result:

@@ -15,7 +15,8 @@ class ErrorCode:
     OUT_OF_RANGE = "out_of_range"          # steps, denoise, cfg, weights ... outside their range
     UNKNOWN_SAMPLER = "unknown_sampler"
     UNKNOWN_CONTROLNET = "unknown_controlnet"
-    MODEL_NOT_LOADED = "model_not_loaded"
+    UNKNOWN_MODEL = "unknown_model"        # a model, ControlNet, LoRA, VAE or upscaler name the server does not have
+    WRONG_FAMILY = "wrong_family"          # e.g. an SDXL LoRA for an SD1.5 job
     UNKNOWN_JOB = "unknown_job"
     INTERNAL = "internal"                  # a bug or a device failure on the server; the job is lost, the server lives on
 

@@ -28,6 +28,9 @@ class Capabilities:
     limits: Dict[str, int] = field(default_factory=dict)   # max_pixels, max_message_bytes, max_steps, ...
     token_required: bool = False
     features: List[str] = field(default_factory=list)      # "live", "fast_decode", ...
+    # The model library: {"controlnet"|"lora"|"vae"|"upscaler": [{"name", "family", ...}], "problems": [...]};
+    # LoRAs carry "trigger_words" from their own metadata.
+    library: Dict[str, List[dict]] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -133,18 +136,21 @@ class Progress(Message):
     type: ClassVar[str] = "progress"
     job_id: str = ""
     step: int = 0
-    total: int = 0
+    total: int = 0              # 0 with a status: work that is not denoising steps (loading a model, ...)
     preview: Optional[ImageAttachment] = None
+    status: str = ""            # what is happening, for a person: "loading model x", "image 2/4, hires fix"
 
     def attachments(self):
         return [self.preview] if self.preview else []
 
     def to_json(self):
-        return {"type": self.type, "job_id": self.job_id, "step": self.step, "total": self.total}
+        return {"type": self.type, "job_id": self.job_id, "step": self.step, "total": self.total,
+                "status": self.status}
 
     @classmethod
     def from_json(cls, d, attachments):
-        return cls(d.get("job_id", ""), d.get("step", 0), d.get("total", 0), attachments[0] if attachments else None)
+        return cls(d.get("job_id", ""), d.get("step", 0), d.get("total", 0), attachments[0] if attachments else None,
+                   d.get("status", ""))
 
 
 @dataclass
@@ -248,9 +254,93 @@ class LiveSkipped(Message):
     reason: str = ""
 
 
-CLIENT_MESSAGES = {m.type: m for m in (Hello, Generate, Cancel, Ping, LiveFrame, LiveStop)}
+# ---- history: this server's saved results, newest first, and one of them with its file --------------
+
+@dataclass
+class HistoryEntry:
+    """One saved result. Not a message: the items of `history_page` and the entry of `history_item`."""
+
+    job_id: str = ""
+    created: str = ""          # ISO time the result was saved (server's local time)
+    saved_path: str = ""
+    seed: int = 0
+    width: int = 0
+    height: int = 0
+    # A dict, not a JobSettings: results written by another server version may carry fields this client does
+    # not know, and that must not make the whole page unreadable. Re-run it with JobSettings.from_dict.
+    settings: dict = field(default_factory=dict)
+    model: str = ""
+    inputs: List[str] = field(default_factory=list)   # names of the inputs kept beside the result
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "HistoryEntry":
+        if not isinstance(d, dict):   # TypeError: the reader reports a malformed server message
+            raise TypeError(f"a history entry must be a JSON object, got {d!r}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass
+class HistoryRequest(Message):
+    """A page of saved results, newest first; `request_id` (client's choice) is echoed in the answer."""
+
+    type: ClassVar[str] = "history"
+    request_id: str = ""
+    offset: int = 0
+    limit: int = 20            # the server sends at most 100 per page
+
+
+@dataclass
+class HistoryGet(Message):
+    """One saved result by job id: its entry and the PNG file."""
+
+    type: ClassVar[str] = "history_get"
+    request_id: str = ""
+    job_id: str = ""
+
+
+@dataclass
+class HistoryPage(Message):
+    from_server: ClassVar[bool] = True
+    type: ClassVar[str] = "history_page"
+    request_id: str = ""
+    offset: int = 0
+    total: int = 0             # saved results in all; the page holds items offset .. offset+len(items)-1
+    items: List[HistoryEntry] = field(default_factory=list)
+
+    @classmethod
+    def from_json(cls, d, attachments):
+        return cls(d.get("request_id", ""), d.get("offset", 0), d.get("total", 0),
+                   [HistoryEntry.from_dict(item) for item in d.get("items") or []])
+
+
+@dataclass
+class HistoryItem(Message):
+    from_server: ClassVar[bool] = True
+    type: ClassVar[str] = "history_item"
+    request_id: str = ""
+    entry: HistoryEntry = field(default_factory=HistoryEntry)
+    image: Optional[ImageAttachment] = None   # png: the saved file's bytes, metadata included
+
+    def attachments(self):
+        return [self.image]
+
+    def to_json(self):
+        return {"type": self.type, "request_id": self.request_id, "entry": self.entry.to_dict()}
+
+    @classmethod
+    def from_json(cls, d, attachments):
+        if len(attachments) != 1:
+            raise ProtocolError(ErrorCode.MISSING_ATTACHMENT, "a history_item carries exactly one image")
+        return cls(d.get("request_id", ""), HistoryEntry.from_dict(d.get("entry") or {}), attachments[0])
+
+
+CLIENT_MESSAGES = {m.type: m for m in (Hello, Generate, Cancel, Ping, LiveFrame, LiveStop, HistoryRequest, HistoryGet)}
 SERVER_MESSAGES = {m.type: m for m in (Welcome, Accepted, Progress, Result, JobError, Cancelled, Pong,
-                                       LiveResult, LiveSkipped)}
+                                       LiveResult, LiveSkipped, HistoryPage, HistoryItem)}
 
 
 @dataclass

@@ -6,7 +6,7 @@ against its advertised limits; this module checks types, so a malformed job fail
 import dataclasses
 import typing
 from dataclasses import dataclass, field
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 from .errors import ErrorCode, ProtocolError
 
@@ -21,12 +21,48 @@ class ControlNetSettings:
     weight: float = 1.0
     start: float = 0.0
     end: float = 1.0
+    model: Optional[str] = None        # a ControlNet from the server's library; None: the default for this name
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: object, where: str = "controlnet") -> "ControlNetSettings":
+        return cls(**typed_fields(cls, d, where))
+
+
+@dataclass
+class LoraSettings:
+    """A LoRA from the server's library (name as listed in the welcome) and its strength."""
+
+    name: str
+    weight: float = 1.0
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: object, where: str = "lora") -> "LoraSettings":
+        values = typed_fields(cls, d, where)
+        if "name" not in values:
+            raise ProtocolError(ErrorCode.BAD_MESSAGE, f"{where}.name is required")
+        return cls(**values)
+
+
+@dataclass
+class HiresSettings:
+    """ComfyUI's "hires fix": upscale the first result, then refine it with a low denoise."""
+
+    scale: float = 1.5
+    denoise: float = 0.35
+    steps: int = 0                     # 0: the job's steps
+    upscaler: str = "lanczos"          # "lanczos" (pixels), "latent", or an upscale model from the library
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: object, where: str = "hires") -> "HiresSettings":
         return cls(**typed_fields(cls, d, where))
 
 
@@ -54,28 +90,37 @@ class JobSettings:
     fast_decode: bool = False          # decode with the tiny autoencoder (TAESD): for live frames, not finals
     result_encoding: str = "png"       # png (lossless, saved the same), jpeg or webp for the wire copy
     filename_prefix: str = ""          # sanitized by the server; never a path
+    vae: Optional[str] = None          # a VAE from the server's library; None: the model's own
+    loras: List[LoraSettings] = field(default_factory=list)
+    batch_size: int = 1                # images from seeds seed, seed+1, ...; each is its own result
+    hires: Optional[HiresSettings] = None
 
     def replace(self, **changes) -> "JobSettings":
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["controlnets"] = {name: cn.to_dict() for name, cn in self.controlnets.items()}
-        return d
+        return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: object) -> "JobSettings":
         if not isinstance(d, dict):
             raise ProtocolError(ErrorCode.BAD_MESSAGE, "'settings' must be a JSON object")
         d = dict(d)
-        raw_cns = d.pop("controlnets", None)
-        values = typed_fields(cls, d, "settings", skip={"controlnets"})
-        if raw_cns is not None:
-            if not isinstance(raw_cns, dict):
+        nested = {key: d.pop(key) for key in ("controlnets", "loras", "hires") if key in d}
+        values = typed_fields(cls, d, "settings", skip=set(nested))
+        if "controlnets" in nested:
+            if not isinstance(nested["controlnets"], dict):
                 raise ProtocolError(ErrorCode.BAD_MESSAGE,
                                     "settings.controlnets must be an object of name -> {weight, start, end}")
             values["controlnets"] = {str(name): ControlNetSettings.from_dict(cn, f"settings.controlnets.{name}")
-                                     for name, cn in raw_cns.items()}
+                                     for name, cn in nested["controlnets"].items()}
+        if "loras" in nested:
+            if not isinstance(nested["loras"], list):
+                raise ProtocolError(ErrorCode.BAD_MESSAGE, "settings.loras must be a list of {name, weight}")
+            values["loras"] = [LoraSettings.from_dict(x, f"settings.loras[{i}]")
+                               for i, x in enumerate(nested["loras"])]
+        if nested.get("hires") is not None:
+            values["hires"] = HiresSettings.from_dict(nested["hires"], "settings.hires")
         if "prompt" not in values:
             raise ProtocolError(ErrorCode.BAD_MESSAGE, "settings.prompt is required (it may be empty)")
         return cls(**values)

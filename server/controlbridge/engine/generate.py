@@ -1,6 +1,7 @@
 """One ControlNet img2img job on a loaded model: inputs at the working size in, pixels at the output size out."""
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -38,7 +39,7 @@ class JobOutput:
     control_images: Dict[str, np.ndarray]      # uint8 HxWx3 at the working size, as the ControlNets saw them
 
 
-StepCallback = Callable[[int, int, Optional[np.ndarray]], None]   # (step, total, preview or None)
+StepCallback = Callable[[int, int, Optional[np.ndarray], str], None]   # (step, total, preview or None, stage)
 
 
 def output_size(settings: JobSettings, inputs: JobInputs) -> tuple:
@@ -46,13 +47,27 @@ def output_size(settings: JobSettings, inputs: JobInputs) -> tuple:
     return (settings.width or w, settings.height or h)
 
 
-def prepare_inputs(model: LoadedModel, settings: JobSettings, inputs: JobInputs):
+@dataclass
+class JobResources:
+    """What a job uses beyond the model's defaults, resolved from the library by the worker."""
+
+    controlnets: Dict[str, object] = field(default_factory=dict)   # name -> ControlNet module (else the default)
+    vae: Optional[object] = None
+    loras: List[Tuple[str, float]] = field(default_factory=list)     # (file path, weight)
+    upscaler: Optional[object] = None                                # engine.upscalers.Upscaler for hires
+
+
+HIRES_BUILTIN = ("lanczos", "latent")
+
+
+def prepare_inputs(model: LoadedModel, settings: JobSettings, inputs: JobInputs, size: Optional[tuple] = None):
     """(color at the working size, {controlnet name: float32 HxWx3 map}, working size).
 
     Color and control maps are cropped to the output's aspect ratio and resized together, so they stay aligned.
+    `size` overrides the working size (the hires pass).
     """
     out_w, out_h = output_size(settings, inputs)
-    work_w, work_h = working_size(out_w, out_h, model.native_resolution, model.size_multiple)
+    work_w, work_h = size or working_size(out_w, out_h, model.native_resolution, model.size_multiple)
     h, w = inputs.color.shape[:2]
     x0, y0, x1, y1 = center_crop_box(w, h, out_w / out_h)
 
@@ -77,27 +92,31 @@ def prepare_inputs(model: LoadedModel, settings: JobSettings, inputs: JobInputs)
     return color, maps, (work_w, work_h)
 
 
-def pipeline_for(model: LoadedModel, settings: JobSettings):
-    """A pipeline sharing the loaded components, with this job's scheduler and ControlNets (diffusers' from_pipe)."""
-    from diffusers import (StableDiffusionControlNetImg2ImgPipeline, StableDiffusionImg2ImgPipeline,
-                           StableDiffusionXLControlNetImg2ImgPipeline, StableDiffusionXLImg2ImgPipeline)
-    parts = {"scheduler": make_scheduler(settings.sampler, model.base.scheduler.config),
-             # from_pipe would silently drop a tiny autoencoder, so the VAE is always passed explicitly.
-             "vae": model.taesd if settings.fast_decode else model.base.vae}
-    names = list(settings.controlnets)
-    xl = model.family == "sdxl"
-    if not names:
-        cls = StableDiffusionXLImg2ImgPipeline if xl else StableDiffusionImg2ImgPipeline
+def pipeline_for(model: LoadedModel, settings: JobSettings, resources: Optional[JobResources] = None):
+    """A pipeline sharing the loaded components, with this job's scheduler, VAE and ControlNets (from_pipe)."""
+    import diffusers
+    resources = resources or JobResources()
+    if model.family == "flux":     # flow matching: the model's own scheduler, fresh
+        scheduler = type(model.base.scheduler).from_config(model.base.scheduler.config)
     else:
-        cls = StableDiffusionXLControlNetImg2ImgPipeline if xl else StableDiffusionControlNetImg2ImgPipeline
-        cns = [model.controlnets[n] for n in names]
+        scheduler = make_scheduler(settings.sampler, model.base.scheduler.config)
+    # from_pipe would silently drop a tiny autoencoder, so the VAE is always passed explicitly.
+    vae = model.taesd if settings.fast_decode else (resources.vae or model.base.vae)
+    parts = {"scheduler": scheduler, "vae": vae}
+    names = list(settings.controlnets)
+    prefix = {"sd15": "StableDiffusion", "sdxl": "StableDiffusionXL", "flux": "Flux"}[model.family]
+    if names:
+        cns = [resources.controlnets.get(n) or model.controlnets[n] for n in names]
         parts["controlnet"] = cns[0] if len(cns) == 1 else cns
+        cls = getattr(diffusers, f"{prefix}ControlNetImg2ImgPipeline")
+    else:
+        cls = getattr(diffusers, f"{prefix}Img2ImgPipeline")
     pipe = cls.from_pipe(model.base, **parts)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
 
-def control_arguments(settings: JobSettings, maps: Dict[str, np.ndarray]) -> dict:
+def control_arguments(settings: JobSettings, maps: Dict[str, np.ndarray], family: str = "sd15") -> dict:
     """The pipeline keyword arguments for the enabled ControlNets (scalars for one, lists for several)."""
     names = list(settings.controlnets)
     if not names:
@@ -108,39 +127,91 @@ def control_arguments(settings: JobSettings, maps: Dict[str, np.ndarray]) -> dic
             "controlnet_conditioning_scale": [c.weight for c in cns],
             "control_guidance_start": [c.start for c in cns],
             "control_guidance_end": [c.end for c in cns]}
+    if family == "flux":
+        args["control_mode"] = [None] * len(names)   # plain (not union) ControlNets; required for several
     if len(names) == 1:
         args = {k: v[0] for k, v in args.items()}
     return args
 
 
+@contextmanager
+def loras_applied(pipe, loras: List[Tuple[str, float]]):
+    """LoRAs active for one job; unloading afterwards leaves the shared base weights exactly as they were."""
+    if not loras:
+        yield
+        return
+    names = [f"job_lora_{i}" for i in range(len(loras))]
+    try:
+        for name, (path, _) in zip(names, loras):
+            pipe.load_lora_weights(path, adapter_name=name)
+        pipe.set_adapters(names, adapter_weights=[weight for _, weight in loras])
+        yield
+    finally:
+        pipe.unload_lora_weights()
+
+
 def generate(model: LoadedModel, settings: JobSettings, inputs: JobInputs,
-             on_step: Optional[StepCallback] = None, is_cancelled: Callable[[], bool] = lambda: False) -> JobOutput:
-    """Run the job. `settings.seed` must already be resolved (not -1)."""
-    color, maps, (work_w, work_h) = prepare_inputs(model, settings, inputs)
-    pipe = pipeline_for(model, settings)
+             on_step: Optional[StepCallback] = None, is_cancelled: Callable[[], bool] = lambda: False,
+             resources: Optional[JobResources] = None) -> JobOutput:
+    """Run the job (and its hires pass). `settings.seed` must already be resolved (not -1)."""
+    resources = resources or JobResources()
+    color, maps, size = prepare_inputs(model, settings, inputs)
+    pipe = pipeline_for(model, settings, resources)
+    hires = settings.hires
+    with loras_applied(pipe, resources.loras):
+        prompts = model.prompts.pipeline_arguments(pipe, model.family, settings.prompt, settings.negative_prompt,
+                                                   settings.cfg > 1.0, extra_key=tuple(resources.loras))
+        first = _run(pipe, model, settings, prompts, Image.fromarray(color), settings.denoise, settings.steps, maps,
+                     on_step, is_cancelled, "", "latent" if hires and hires.upscaler == "latent" else "np")
+        if hires is not None:
+            size = (_round(size[0] * hires.scale, model.size_multiple), _round(size[1] * hires.scale,
+                                                                                model.size_multiple))
+            _, maps, _ = prepare_inputs(model, settings, inputs, size)
+            if hires.upscaler == "latent":
+                factor = model.base.vae_scale_factor
+                start = torch.nn.functional.interpolate(first, size=(size[1] // factor, size[0] // factor),
+                                                        mode="bilinear")
+            else:
+                pixels = _to_uint8(first)
+                if resources.upscaler is not None:
+                    pixels = resources.upscaler.upscale(pixels)
+                start = Image.fromarray(resize_rgb(pixels, *size))
+            first = _run(pipe, model, settings, prompts, start, hires.denoise, hires.steps or settings.steps, maps,
+                         on_step, is_cancelled, "hires fix", "np")
+    out_w, out_h = output_size(settings, inputs)
+    controls = {n: (np.clip(m, 0, 1) * 255).round().astype(np.uint8) for n, m in maps.items()}
+    return JobOutput(resize_rgb(_to_uint8(first), out_w, out_h), size, controls)
+
+
+def _run(pipe, model, settings, prompts, image, strength, steps, maps, on_step, is_cancelled, stage, output_type):
+    """One pass of the pipeline; returns float images (np) or latents."""
 
     def step_end(pipe_, i, t, tensors):
         if is_cancelled():
             raise JobCancelled()
         if on_step is not None:
             step = i + 1
-            want_preview = settings.preview_every > 0 and (step % settings.preview_every == 0)
+            want_preview = settings.preview_every > 0 and step % settings.preview_every == 0 and \
+                model.family != "flux"          # FLUX latents are packed: no cheap preview yet
             preview = latent_preview(tensors["latents"], model.family, model.taesd) if want_preview else None
-            on_step(step, pipe_.num_timesteps, preview)
+            on_step(step, pipe_.num_timesteps, preview, stage)
         return {}
 
     # A CPU generator: the same seed gives the same noise on every device.
     generator = torch.Generator("cpu").manual_seed(settings.seed)
-    prompts = model.prompts.pipeline_arguments(pipe, model.family, settings.prompt, settings.negative_prompt,
-                                               settings.cfg > 1.0)
     with torch.inference_mode():
-        images = pipe(**prompts, image=Image.fromarray(color), strength=settings.denoise,
-                      num_inference_steps=settings.steps, guidance_scale=settings.cfg, generator=generator,
-                      callback_on_step_end=step_end, callback_on_step_end_tensor_inputs=["latents"],
-                      output_type="np", **control_arguments(settings, maps)).images
+        out = pipe(**prompts, image=image, strength=strength, num_inference_steps=steps,
+                   guidance_scale=settings.cfg, generator=generator,
+                   callback_on_step_end=step_end, callback_on_step_end_tensor_inputs=["latents"],
+                   output_type=output_type, **control_arguments(settings, maps, model.family)).images
     if is_cancelled():
         raise JobCancelled()
-    pixels = (np.clip(images[0], 0.0, 1.0) * 255.0).round().astype(np.uint8)
-    out_w, out_h = output_size(settings, inputs)
-    controls = {n: (np.clip(m, 0, 1) * 255).round().astype(np.uint8) for n, m in maps.items()}
-    return JobOutput(resize_rgb(pixels, out_w, out_h), (work_w, work_h), controls)
+    return out
+
+
+def _to_uint8(images) -> np.ndarray:
+    return (np.clip(images[0], 0.0, 1.0) * 255.0).round().astype(np.uint8)
+
+
+def _round(value: float, multiple: int) -> int:
+    return max(multiple, int(round(value / multiple)) * multiple)

@@ -16,7 +16,7 @@ DEFAULT_CONTROLNETS = {
     "sd15": {"depth": "lllyasviel/control_v11f1p_sd15_depth", "canny": "lllyasviel/control_v11p_sd15_canny"},
     "sdxl": {"depth": "diffusers/controlnet-depth-sdxl-1.0", "canny": "diffusers/controlnet-canny-sdxl-1.0"},
 }
-NATIVE_RESOLUTION = {"sd15": 512, "sdxl": 1024}
+NATIVE_RESOLUTION = {"sd15": 512, "sdxl": 1024, "flux": 1024}
 
 
 @dataclass
@@ -26,6 +26,9 @@ class ModelSpec:
     model: str = TINY
     controlnets: Dict[str, str] = field(default_factory=dict)   # name -> folder or hub id
     taesd: Optional[str] = None      # tiny autoencoder for fast decoding (e.g. madebyollin/taesd); tiny has its own
+    # A user naming a model on the command line gets the family's usual ControlNets by hub id; library
+    # models get the library's ControlNets instead (nothing is fetched behind an offline artist's back).
+    default_controlnets: bool = True
     device: Optional[str] = None
     dtype: Optional[str] = None
 
@@ -42,13 +45,20 @@ class LoadedModel:
     dtype_name: str
     taesd: Optional[object] = None   # AutoencoderTiny, when fast decoding is available
     prompts: PromptCache = field(default_factory=PromptCache)
+    named: Dict[str, object] = field(default_factory=dict)   # library ControlNets / VAEs loaded for jobs, by name
 
     def describe(self) -> dict:
         return {"name": self.name, "family": self.family, "native_resolution": self.native_resolution}
 
 
-def load_model(spec: ModelSpec, log: Callable[[str], None] = print) -> LoadedModel:
-    from diffusers import ControlNetModel
+TINY_MODELS = ("tiny", "tiny-sdxl", "tiny-flux")
+
+
+def load_model(spec: ModelSpec, log: Callable[[str], None] = print, models_dirs=()) -> LoadedModel:
+    """Load a base model and its ControlNets: a tiny model, a single-file checkpoint, a diffusers folder or a hub id.
+
+    `models_dirs` are where a single-file checkpoint's tokenizers are looked for (the model library's roots).
+    """
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
@@ -60,23 +70,26 @@ def load_model(spec: ModelSpec, log: Callable[[str], None] = print) -> LoadedMod
     device = pick_device(spec.device)
     dtype_name, dtype = pick_dtype(device, spec.dtype)
     controlnet_sources = dict(spec.controlnets)
-    if spec.model == TINY:
-        from .tiny_model import ensure_tiny_model
-        log("Preparing the embedded tiny model (random weights: it makes noise, not art) ...")
-        tiny = ensure_tiny_model()
-        base_source, name, native = str(tiny.base), TINY, tiny.native_resolution
+    base_source, name, native, taesd_source = spec.model, _display_name(spec.model), None, spec.taesd
+    if spec.model in TINY_MODELS:
+        log(f"Preparing the embedded {spec.model} model (random weights: it makes noise, not art) ...")
+        tiny = _tiny_paths(spec.model)
+        base_source, name, native = str(tiny.base), spec.model, tiny.native_resolution
         for cn_name, path in tiny.controlnets.items():
             controlnet_sources.setdefault(cn_name, str(path))
-        taesd_source = spec.taesd or str(tiny.taesd)
-    else:
-        base_source, name, native = spec.model, _display_name(spec.model), None
-        taesd_source = spec.taesd
+        if getattr(tiny, "taesd", None):
+            taesd_source = spec.taesd or str(tiny.taesd)
 
     log(f"Loading {name} on {device} ({dtype_name}) ...")
-    base = _load_base_pipeline(base_source, dtype)
-    family = "sdxl" if getattr(base.unet.config, "addition_embed_type", None) == "text_time" else "sd15"
-    for cn_name, source in DEFAULT_CONTROLNETS[family].items():
-        controlnet_sources.setdefault(cn_name, source)
+    if base_source.lower().endswith((".safetensors", ".sft")) and os.path.isfile(base_source):
+        from ..library.single_file import load_single_file
+        base = load_single_file(base_source, models_dirs=models_dirs, dtype=dtype)
+    else:
+        base = _load_base_pipeline(base_source, dtype)
+    family = model_family(base)
+    if spec.default_controlnets:
+        for cn_name, source in DEFAULT_CONTROLNETS.get(family, {}).items():
+            controlnet_sources.setdefault(cn_name, source)
     if device != "cpu":
         base.to(device)
     base.set_progress_bar_config(disable=True)
@@ -84,9 +97,7 @@ def load_model(spec: ModelSpec, log: Callable[[str], None] = print) -> LoadedMod
     controlnets = {}
     for cn_name, source in controlnet_sources.items():
         log(f"Loading the {cn_name} ControlNet from {source} ...")
-        controlnets[cn_name] = ControlNetModel.from_pretrained(source, dtype=dtype)
-        if device != "cpu":
-            controlnets[cn_name].to(device)
+        controlnets[cn_name] = load_controlnet(source, family, dtype, device)
 
     taesd = None
     if taesd_source:
@@ -96,13 +107,54 @@ def load_model(spec: ModelSpec, log: Callable[[str], None] = print) -> LoadedMod
         if device != "cpu":
             taesd.to(device)
 
-    vae_factor = base.vae_scale_factor
-    unet_downsamples = len(base.unet.config.block_out_channels) - 1
+    if family == "flux":          # 2x2 latent packing on top of the VAE's factor
+        multiple = base.vae_scale_factor * 2
+    else:
+        multiple = base.vae_scale_factor * 2 ** (len(base.unet.config.block_out_channels) - 1)
     return LoadedModel(
-        name=name, family=family,
-        native_resolution=native or NATIVE_RESOLUTION[family],
-        size_multiple=vae_factor * 2 ** unet_downsamples,
+        name=name, family=family, native_resolution=native or NATIVE_RESOLUTION[family], size_multiple=multiple,
         base=base, controlnets=controlnets, device=device, dtype_name=dtype_name, taesd=taesd)
+
+
+def model_family(pipe) -> str:
+    if getattr(pipe, "transformer", None) is not None and type(pipe).__name__.startswith("Flux"):
+        return "flux"
+    return "sdxl" if getattr(pipe.unet.config, "addition_embed_type", None) == "text_time" else "sd15"
+
+
+def load_controlnet(source: str, family: str, dtype, device):
+    """A ControlNet for `family` from a diffusers folder or hub id."""
+    from diffusers import ControlNetModel, FluxControlNetModel
+    if os.path.isfile(source):
+        raise ValueError(f"{source}: single-file ControlNets are not supported yet; use the ControlNet's "
+                         f"diffusers folder (config.json + diffusion_pytorch_model.safetensors)")
+    cls = FluxControlNetModel if family == "flux" else ControlNetModel
+    controlnet = cls.from_pretrained(source, dtype=dtype)
+    if device != "cpu":
+        controlnet.to(device)
+    return controlnet
+
+
+def model_bytes(model: LoadedModel) -> int:
+    """Memory the model's weights take (every distinct module counted once): what the LRU budget adds up."""
+    seen, total = set(), 0
+    modules = [m for m in model.base.components.values() if isinstance(m, torch.nn.Module)]
+    modules += list(model.controlnets.values()) + ([model.taesd] if model.taesd else [])
+    modules += [getattr(m, "net", m) for m in model.named.values()]    # an Upscaler wraps its network
+    for module in modules:
+        for tensor in list(module.parameters()) + list(module.buffers()):
+            if id(tensor) not in seen:
+                seen.add(id(tensor))
+                total += tensor.numel() * tensor.element_size()
+    return total
+
+
+def _tiny_paths(name: str):
+    if name == "tiny":
+        from .tiny_model import ensure_tiny_model
+        return ensure_tiny_model()
+    from ..library.tiny_families import ensure_tiny_family
+    return ensure_tiny_family(name.split("-", 1)[1])
 
 
 def _load_base_pipeline(source: str, dtype: torch.dtype):

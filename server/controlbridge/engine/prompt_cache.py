@@ -16,17 +16,24 @@ class PromptCache:
     def clear(self) -> None:
         self._entries.clear()
 
-    def pipeline_arguments(self, pipe, family: str, prompt: str, negative: str, guided: bool) -> dict:
-        """prompt_embeds & co. for `pipe.__call__`, from the cache or computed now."""
-        key = (family, prompt, negative, guided)
+    def pipeline_arguments(self, pipe, family: str, prompt: str, negative: str, guided: bool,
+                           extra_key: tuple = ()) -> dict:
+        """prompt_embeds & co. for `pipe.__call__`, from the cache or computed now. `extra_key` names whatever
+        else changes the text encoder for this call (the job's LoRAs)."""
+        key = (family, prompt, negative, guided, extra_key)
         if key in self._entries:
             self._entries.move_to_end(key)
             return self._entries[key]
         with torch.inference_mode():
-            encoded = pipe.encode_prompt(prompt=prompt, device=pipe._execution_device, num_images_per_prompt=1,
-                                         do_classifier_free_guidance=guided, negative_prompt=negative)
-        names = (["prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds",
-                  "negative_pooled_prompt_embeds"] if family == "sdxl" else ["prompt_embeds", "negative_prompt_embeds"])
+            if family == "flux":     # distilled guidance: no negative prompt, no unconditional pass
+                encoded = pipe.encode_prompt(prompt=prompt, prompt_2=None, device=pipe._execution_device)
+            else:
+                encoded = pipe.encode_prompt(prompt=prompt, device=pipe._execution_device, num_images_per_prompt=1,
+                                             do_classifier_free_guidance=guided, negative_prompt=negative)
+        names = {"sdxl": ["prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds",
+                          "negative_pooled_prompt_embeds"],
+                 "flux": ["prompt_embeds", "pooled_prompt_embeds"]}.get(family,
+                                                                        ["prompt_embeds", "negative_prompt_embeds"])
         args = {name: value for name, value in zip(names, encoded) if value is not None}
         self._entries[key] = args
         if len(self._entries) > self.size:

@@ -77,9 +77,9 @@ def encode_image(rgb: np.ndarray, encoding: str, text: Optional[Dict[str, str]] 
 
 
 def read_png_text(path) -> Dict[str, str]:
+    """Text chunks placed before the pixel data (where ControlBridge writes them), without decoding pixels."""
     with Image.open(path) as img:
-        img.load()
-        return dict(getattr(img, "text", {}) or {})
+        return {k: v for k, v in img.info.items() if isinstance(v, str)}
 
 
 def to_attachment(name: str, rgb: np.ndarray, encoding: str, text: Optional[Dict[str, str]] = None) -> ImageAttachment:

@@ -9,9 +9,12 @@ from controlbridge_protocol import ENCODINGS, Capabilities, Welcome
 
 from .. import __version__
 from ..engine.acceleration import accelerate, warm_up
+from ..engine.model_manager import ModelManager, default_budget
 from ..engine.models import LoadedModel, load_model
+from ..library.scan import default_roots, own_models_dir, scan
 from ..engine.samplers import SAMPLERS
 from .config import ServerConfig
+from .history import History
 from .jobs import ServerOffer
 from .scheduler import FairScheduler
 from .transport import WebsocketTransport
@@ -30,19 +33,27 @@ class ControlBridgeServer:
                 accelerate(model, config.compile, log)
             if model.device != "cpu":
                 warm_up(model, log)
-        self.model = model
+        library = scan(default_roots(config.models_dir, own_models_dir()))
+        for problem in library.problems:
+            log(f"Model library: skipped {problem.path}: {problem.reason}")
+        budget = config.memory_budget_gb * 2**30 if config.memory_budget_gb else default_budget(model.device)
+        self.models = ModelManager(model, config.model, library, budget)
         self.scheduler = FairScheduler()
-        self.offer = ServerOffer(self.model.name, sorted(self.model.controlnets), config.limits,
-                                 fast_decode=self.model.taesd is not None)
-        capabilities = Capabilities(
-            models=[self.model.describe()], default_model=self.model.name, controlnets=self.offer.controlnets,
-            samplers=list(SAMPLERS), encodings=list(ENCODINGS), limits=config.limits.to_dict(),
-            token_required=bool(config.token),
-            features=["live"] + (["fast_decode"] if self.offer.fast_decode else []))
-        welcome = Welcome(server=f"controlbridge {__version__}", capabilities=capabilities)
-        self.transport = WebsocketTransport(config, self.scheduler, self.offer, welcome)
-        self.worker = DeviceWorker(self.model, self.scheduler, config.output_dir, self.transport.emit)
+        self.offer = ServerOffer(self.models, config.limits, fast_decode=model.taesd is not None)
+        self.history = History(config.output_dir)   # indexes results already in the folder, before we listen
+        self.transport = WebsocketTransport(config, self.scheduler, self.offer, self.welcome, self.history)
+        self.worker = DeviceWorker(self.models, self.scheduler, config.output_dir, self.transport.emit, self.history)
         self.port: Optional[int] = None
+
+    def welcome(self) -> Welcome:
+        """Made per connection: which models are loaded changes while the server runs."""
+        capabilities = Capabilities(
+            models=self.models.describe_models(), default_model=self.models.default_name,
+            controlnets=self.models.default_roles, samplers=list(SAMPLERS), encodings=list(ENCODINGS),
+            limits=self.config.limits.to_dict(), token_required=bool(self.config.token),
+            features=["live"] + (["fast_decode"] if self.offer.fast_decode else []),
+            library=self.models.describe_library())
+        return Welcome(server=f"controlbridge {__version__}", capabilities=capabilities)
 
     @property
     def url(self) -> str:
@@ -90,6 +101,16 @@ class ServerThread:
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._stop: Optional[asyncio.Event] = None
         self._thread = threading.Thread(target=self._main, name="controlbridge-server", daemon=True)
+
+    def welcome(self) -> Welcome:
+        """Made per connection: which models are loaded changes while the server runs."""
+        capabilities = Capabilities(
+            models=self.models.describe_models(), default_model=self.models.default_name,
+            controlnets=self.models.default_roles, samplers=list(SAMPLERS), encodings=list(ENCODINGS),
+            limits=self.config.limits.to_dict(), token_required=bool(self.config.token),
+            features=["live"] + (["fast_decode"] if self.offer.fast_decode else []),
+            library=self.models.describe_library())
+        return Welcome(server=f"controlbridge {__version__}", capabilities=capabilities)
 
     @property
     def url(self) -> str:

@@ -18,6 +18,7 @@ class Limits:
     max_message_bytes: int = 80 * 2**20    # per websocket frame (a 4096^2 float32 depth is 64 MiB)
     max_steps: int = 150
     max_queued_per_client: int = 64
+    max_batch: int = 16
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -33,6 +34,8 @@ class ServerConfig:
     output_dir: Path = field(default_factory=default_output_dir)
     model: ModelSpec = field(default_factory=ModelSpec)
     limits: Limits = field(default_factory=Limits)
+    models_dir: Optional[Path] = None        # an artist's ComfyUI-style models/ folder
+    memory_budget_gb: Optional[float] = None  # loaded models beyond this are unloaded, least recently used first
     accelerate: bool = False      # the speed-ups of engine/acceleration.py on CPU too (always on a GPU)
     compile: bool = False         # torch.compile the UNet and ControlNets
 

@@ -9,12 +9,14 @@ import secrets
 import threading
 import uuid
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict
 
 from controlbridge_protocol import ErrorCode, Generate, ImageAttachment, JobSettings, ProtocolError
 from controlbridge_protocol.settings import MAX_SEED, RANDOM_SEED
 
-from ..engine.generate import JobInputs
+from ..engine.generate import HIRES_BUILTIN, JobInputs
+from ..engine.model_manager import ModelManager, WrongFamily
+from ..library.scan import LibraryError
 from ..engine.samplers import SAMPLERS, step_limit
 from ..imaging.codecs import decode_control_map, decode_rgb, decode_scalar
 from .config import Limits
@@ -41,10 +43,9 @@ class Job:
 
 @dataclass
 class ServerOffer:
-    """What jobs may ask for: the loaded model and its ControlNets, and the limits."""
+    """What jobs may ask for: the models (loaded or in the library), and the limits."""
 
-    model_name: str
-    controlnets: List[str]
+    models: ModelManager
     limits: Limits
     fast_decode: bool = False          # a tiny autoencoder is loaded
 
@@ -59,10 +60,7 @@ def _check_range(name: str, value, low, high) -> None:
 
 
 def check_settings(s: JobSettings, offer: ServerOffer) -> None:
-    if s.model is not None and s.model != offer.model_name:
-        raise _fail(ErrorCode.MODEL_NOT_LOADED,
-                    f"model {s.model!r} is not loaded; this server has {offer.model_name!r} "
-                    f"(leave the model empty to use it, or restart the server with --model)")
+    check_models(s, offer.models)
     if s.sampler not in SAMPLERS:
         raise _fail(ErrorCode.UNKNOWN_SAMPLER,
                     f"unknown sampler {s.sampler!r}; use one of {', '.join(SAMPLERS)}")
@@ -85,16 +83,47 @@ def check_settings(s: JobSettings, offer: ServerOffer) -> None:
         raise _fail(ErrorCode.OUT_OF_RANGE,
                     f"result_encoding {s.result_encoding!r}; use one of {', '.join(RESULT_ENCODINGS)}")
     for name, cn in s.controlnets.items():
-        if name not in offer.controlnets:
-            raise _fail(ErrorCode.UNKNOWN_CONTROLNET,
-                        f"unknown ControlNet {name!r}; this server has {', '.join(offer.controlnets) or 'none'}")
         _check_range(f"controlnets.{name}.weight", cn.weight, 0.0, 5.0)
         _check_range(f"controlnets.{name}.start", cn.start, 0.0, 1.0)
         _check_range(f"controlnets.{name}.end", cn.end, cn.start, 1.0)
+    _check_range("batch_size", s.batch_size, 1, offer.limits.max_batch)
+    for i, lora in enumerate(s.loras):
+        _check_range(f"loras[{i}].weight", lora.weight, -5.0, 5.0)
+    if s.hires is not None:
+        _check_range("hires.scale", s.hires.scale, 1.0, 4.0)
+        _check_range("hires.denoise", s.hires.denoise, 0.01, 1.0)
+        _check_range("hires.steps", s.hires.steps, 0, offer.limits.max_steps)
     if (s.width is None) != (s.height is None):
         raise _fail(ErrorCode.BAD_MESSAGE, "give both width and height for the output size, or neither")
     if s.width is not None:
         _check_size("output size", s.width, s.height, offer.limits)
+
+
+def check_models(s: JobSettings, models: ModelManager) -> None:
+    """Every model, ControlNet, LoRA, VAE and upscaler the job names exists and fits the model's family."""
+    try:
+        family = models.family_of(s.model)
+        roles = models.controlnet_roles(s.model)
+        for name, cn in s.controlnets.items():
+            if cn.model is not None:
+                models.resolve(cn.model, "controlnet", family)
+            elif name not in roles:
+                raise _fail(ErrorCode.UNKNOWN_CONTROLNET,
+                            f"no {name!r} ControlNet for model {s.model or models.default_name!r}; it has "
+                            f"{', '.join(roles) or 'none'} (or name one from the library in controlnets.{name}.model)")
+        for lora in s.loras:
+            models.resolve(lora.name, "lora", family)
+        if s.vae is not None:
+            models.resolve(s.vae, "vae", family)
+        if s.hires is not None and s.hires.upscaler not in HIRES_BUILTIN:
+            models.library.resolve(s.hires.upscaler, "upscaler")
+    except WrongFamily as e:
+        raise _fail(ErrorCode.WRONG_FAMILY, str(e)) from None
+    except LibraryError as e:
+        raise _fail(ErrorCode.UNKNOWN_MODEL, str(e)) from None
+    if family == "flux" and s.sampler != "euler":
+        raise _fail(ErrorCode.UNKNOWN_SAMPLER, f"FLUX models sample with flow matching: use the euler sampler, "
+                                               f"not {s.sampler!r}")
 
 
 def _check_size(what: str, width: int, height: int, limits: Limits) -> None:

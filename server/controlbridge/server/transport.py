@@ -12,18 +12,21 @@ import secrets
 import uuid
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Dict, Optional
+from pathlib import Path
+from typing import Callable, Dict, Optional
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from controlbridge_protocol import (PROTOCOL_VERSION, RANDOM_SEED, Accepted, Cancel, Cancelled, ErrorCode, Generate,
-                                   Hello, JobError, LiveFrame, LiveSkipped, LiveStop, Ping, Pong, Progress,
-                                   ProtocolError, Welcome)
+                                   Hello, HistoryGet, HistoryItem, HistoryPage, HistoryRequest, ImageAttachment,
+                                   JobError, LiveFrame, LiveSkipped, LiveStop, Ping, Pong, Progress, ProtocolError,
+                                   Welcome)
 from controlbridge_protocol.framing import MessageReader, encode
 from controlbridge_protocol.messages import CLIENT_MESSAGES
 
 from .config import ServerConfig, is_loopback
+from .history import History
 from .jobs import ServerOffer, frame_fingerprint, prepare_job
 from .scheduler import FairScheduler
 
@@ -44,8 +47,11 @@ class Connection:
 
 
 class WebsocketTransport:
-    def __init__(self, config: ServerConfig, scheduler: FairScheduler, offer: ServerOffer, welcome: Welcome):
+    def __init__(self, config: ServerConfig, scheduler: FairScheduler, offer: ServerOffer,
+                 welcome: Callable[[], Welcome],
+                 history: History):
         self.config = config
+        self.history = history
         self.scheduler = scheduler
         self.offer = offer
         self.welcome = welcome
@@ -104,7 +110,7 @@ class WebsocketTransport:
 
     def _send(self, conn: Connection, message) -> None:
         if isinstance(message, Progress) and message.preview is not None and conn.outbox.qsize() >= PREVIEW_BACKLOG:
-            message = Progress(message.job_id, message.step, message.total)   # a slow client gets no previews
+            message = Progress(message.job_id, message.step, message.total, None, message.status)   # no previews for a slow client
         conn.outbox.put_nowait(message)
 
     def emit(self, client_id: str, message) -> None:
@@ -133,6 +139,10 @@ class WebsocketTransport:
             self._cancel(conn, item)
         elif isinstance(item, Ping):
             self._send(conn, Pong(**self.scheduler.snapshot(conn.id)))
+        elif isinstance(item, HistoryRequest):
+            self._history_page(conn, item)
+        elif isinstance(item, HistoryGet):
+            await self._history_get(conn, item)
 
     async def _hello(self, conn: Connection, hello: Hello) -> None:
         if hello.protocol != PROTOCOL_VERSION:
@@ -144,7 +154,7 @@ class WebsocketTransport:
             return
         conn.client_name, conn.greeted = hello.client, True
         log.info("client %s connected: %s", conn.id, hello.client or "(unnamed)")
-        self._send(conn, self.welcome)
+        self._send(conn, self.welcome())
 
     async def _generate(self, conn: Connection, msg: Generate) -> None:
         if self.scheduler.queued_for(conn.id) >= self.offer.limits.max_queued_per_client:
@@ -188,6 +198,31 @@ class WebsocketTransport:
         conn.live_fingerprint = conn.live_seed = None
         for job in self.scheduler.cancel_live(conn.id):
             self._send(conn, LiveSkipped(job.request_id, "stopped"))
+
+    def _history_page(self, conn: Connection, msg: HistoryRequest) -> None:
+        if msg.offset < 0 or msg.limit < 1:
+            self._send(conn, JobError(ErrorCode.OUT_OF_RANGE, f"history needs offset >= 0 and limit >= 1, got "
+                                      f"offset {msg.offset}, limit {msg.limit}", None, msg.request_id))
+            return
+        total, items = self.history.page(msg.offset, msg.limit)
+        self._send(conn, HistoryPage(msg.request_id, msg.offset, total, items))
+
+    async def _history_get(self, conn: Connection, msg: HistoryGet) -> None:
+        # Errors leave job_id empty: the id may be a job still in flight, whose own failure this is not.
+        entry = self.history.get(msg.job_id)   # looked up, never turned into a path
+        if entry is None:
+            self._send(conn, JobError(ErrorCode.UNKNOWN_JOB, f"no saved result of job {msg.job_id!r} on this server "
+                                      f"(see 'history' for the ids)", None, msg.request_id))
+            return
+        try:
+            data = await asyncio.to_thread(Path(entry.saved_path).read_bytes)   # disk I/O off the event loop
+        except OSError:
+            self.history.forget(entry.job_id)
+            self._send(conn, JobError(ErrorCode.UNKNOWN_JOB, f"the result of job {msg.job_id!r} is no longer in the "
+                                      f"output folder ({entry.saved_path})", None, msg.request_id))
+            return
+        image = ImageAttachment.encoded("image", "png", entry.width, entry.height, data)
+        self._send(conn, HistoryItem(msg.request_id, entry, image))
 
     def _cancel(self, conn: Connection, msg: Cancel) -> None:
         if msg.job_id is not None and not self.scheduler.knows(conn.id, msg.job_id):

@@ -13,9 +13,10 @@ from typing import Callable
 from controlbridge_protocol import (Cancelled, ErrorCode, ImageAttachment, JobError, LiveResult, LiveSkipped, Progress,
                                    Result)
 
-from ..engine.generate import JobCancelled, generate
-from ..engine.models import LoadedModel
+from ..engine.generate import HIRES_BUILTIN, JobCancelled, JobResources, generate
+from ..engine.model_manager import ModelManager
 from ..imaging.codecs import encode_image, to_attachment
+from .history import History
 from .jobs import Job
 from .outputs import save_job
 from .scheduler import FairScheduler
@@ -25,11 +26,13 @@ Emit = Callable[[str, object], None]
 
 
 class DeviceWorker:
-    def __init__(self, model: LoadedModel, scheduler: FairScheduler, output_dir: Path, emit: Emit):
-        self.model = model
+    def __init__(self, models: ModelManager, scheduler: FairScheduler, output_dir: Path, emit: Emit,
+                 history: History):
+        self.models = models
         self.scheduler = scheduler
         self.output_dir = Path(output_dir)
         self.emit = emit
+        self.history = history
         self._thread = threading.Thread(target=self._loop, name="controlbridge-device-worker", daemon=True)
 
     def start(self) -> None:
@@ -55,32 +58,60 @@ class DeviceWorker:
         if job.cancelled:
             self.emit(job.client_id, Cancelled(job.id))
             return
+        batch = job.settings.batch_size
+        for index in range(batch):
+            # Each image of a batch is its own job on disk: seed + index, batch_size 1, re-runnable alone.
+            settings = job.settings.replace(seed=job.settings.seed + index, batch_size=1)
+            label = f"image {index + 1}/{batch}" if batch > 1 else ""
 
-        def on_step(step, total, preview):
-            image = to_attachment("preview", preview, "jpeg") if preview is not None else None
-            self.emit(job.client_id, Progress(job.id, step, total, image))
+            def on_step(step, total, preview, stage=""):
+                image = to_attachment("preview", preview, "jpeg") if preview is not None else None
+                status = ", ".join(filter(None, [label, stage]))
+                self.emit(job.client_id, Progress(job.id, step, total, image, status))
 
-        try:
-            out = generate(self.model, job.settings, job.inputs, on_step, lambda: job.cancelled)
-            saved = save_job(self.output_dir, job.id, job.settings, self.model.describe(), out.working_size,
-                             out.image, job.attachments)
-        except JobCancelled:
-            self.emit(job.client_id, Cancelled(job.id))
-            return
-        except Exception as e:  # noqa: BLE001 - one failed job must not stop the worker
-            log.error("job %s failed:\n%s", job.id, traceback.format_exc())
-            self.emit(job.client_id, JobError(ErrorCode.INTERNAL, _explain(e), job.id, job.request_id))
-            return
-        # A png result is the very file on disk, metadata included.
-        png = saved.path.read_bytes() if job.settings.result_encoding == "png" else None
-        self.emit(job.client_id, Result(job.id, job.request_id, job.settings, job.settings.seed,
-                                        str(saved.path), _result_image(out.image, job.settings.result_encoding, png)))
+            def status(text):
+                self.emit(job.client_id, Progress(job.id, 0, 0, None, text))
+
+            try:
+                model = self.models.get(settings.model, status)
+                out = generate(model, settings, job.inputs, on_step, lambda: job.cancelled,
+                               self.resources(model, settings, status))
+                saved = save_job(self.output_dir, job.id if batch == 1 else f"{job.id}-{index + 1}", settings,
+                                 model.describe(), out.working_size, out.image, job.attachments)
+            except JobCancelled:
+                self.emit(job.client_id, Cancelled(job.id))
+                return
+            except Exception as e:  # noqa: BLE001 - one failed job must not stop the worker
+                log.error("job %s failed:\n%s", job.id, traceback.format_exc())
+                self.emit(job.client_id, JobError(ErrorCode.INTERNAL, _explain(e), job.id, job.request_id))
+                return
+            self.history.add(saved.path, saved.metadata)   # before `result`: whoever got it finds it in history
+            # A png result is the very file on disk, metadata included.
+            png = saved.path.read_bytes() if settings.result_encoding == "png" else None
+            self.emit(job.client_id, Result(job.id, job.request_id, settings, settings.seed, str(saved.path),
+                                            _result_image(out.image, settings.result_encoding, png)))
+
+    def resources(self, model, settings, status) -> JobResources:
+        """The library components a job names, loaded (and cached) on this thread."""
+        res = JobResources()
+        for name, cn in settings.controlnets.items():
+            if cn.model is not None:
+                res.controlnets[name] = self.models.named_controlnet(model, cn.model, status)
+        if settings.vae is not None:
+            res.vae = self.models.named_vae(model, settings.vae, status)
+        res.loras = [(str(self.models.resolve(lora.name, "lora", model.family).path), lora.weight)
+                     for lora in settings.loras]
+        if settings.hires is not None and settings.hires.upscaler not in HIRES_BUILTIN:
+            res.upscaler = self.models.upscaler(settings.hires.upscaler, model, status)
+        return res
 
     def run_live_frame(self, job: Job) -> None:
         """A live frame: no progress, nothing saved, the image back in the frame's (fast) encoding."""
         start = time.perf_counter()
         try:
-            out = generate(self.model, job.settings, job.inputs, None, lambda: job.cancelled)
+            model = self.models.get(job.settings.model, lambda text: None)
+            out = generate(model, job.settings, job.inputs, None, lambda: job.cancelled,
+                           self.resources(model, job.settings, lambda text: None))
             image = _result_image(out.image, job.settings.result_encoding)
         except JobCancelled:
             self.emit(job.client_id, LiveSkipped(job.request_id, "stopped"))
