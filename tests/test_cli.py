@@ -100,3 +100,17 @@ def test_cli_errors_are_one_clear_line(server, scene_files, tmp_path, capsys):
 def test_console_script_runs_as_a_module():
     done = subprocess.run([sys.executable, "-m", "controlbridge", "--version"], capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.startswith("controlbridge ")
+
+
+def test_prompts_file_and_batch_render_every_image_with_its_settings(server, scene_files, tmp_path, capsys):
+    color, npy, _ = scene_files
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a castle\n\n# a comment\na lighthouse at night\n")
+    out = tmp_path / "shots" / "shot.png"
+    assert run_cli("generate", "--url", server.url, "--color", color, "--depth", npy, "--prompts-file", prompts,
+                   "--batch", "2", "--seed", "10", "--steps", "2", "-o", out) == 0
+    files = sorted(out.parent.glob("shot_*.png"))
+    assert [f.name for f in files] == [f"shot_{i:03d}.png" for i in range(1, 5)]
+    jobs = sorted((read_job(f)["settings"]["prompt"], read_job(f)["settings"]["seed"]) for f in files)
+    assert jobs == [("a castle", 10), ("a castle", 11), ("a lighthouse at night", 10), ("a lighthouse at night", 11)]
+    assert capsys.readouterr().out.count("wrote ") == 4

@@ -8,8 +8,9 @@ from typing import List, Optional
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")   # before transformers is first imported
 
-from controlbridge_protocol import (DEFAULT_URL, Accepted, Client, ControlBridgeError, ControlNetSettings,  # noqa: E402
-                                    JobSettings, Progress)
+from controlbridge_protocol import (DEFAULT_URL, Accepted, Client, ConnectionFailed, ControlBridgeError,  # noqa: E402
+                                    ControlNetSettings, Disconnected, HiresSettings, JobError, JobFailed, JobSettings,
+                                    LoraSettings, Progress, Result)
 
 from . import __version__  # noqa: E402
 from .progress_bar import ProgressBar  # noqa: E402
@@ -30,6 +31,14 @@ def _controlnet(text: str):
     if not sep or not name or not source:
         raise argparse.ArgumentTypeError(f"expected NAME=SOURCE such as depth=./controlnet-depth, got {text!r}")
     return name, source
+
+
+def _lora(text: str):
+    name, sep, weight = text.rpartition(":")
+    try:
+        return LoraSettings(name, float(weight)) if sep else LoraSettings(text)
+    except ValueError:
+        return LoraSettings(text)          # a colon inside the name, no weight
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,6 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--size", type=_size, help="output WIDTHxHEIGHT (default: the color image's size)")
     g.add_argument("--model", help="the model to use (default: the server's)")
     g.add_argument("--preview-every", type=int, default=0, help="ask for a preview every N steps")
+    g.add_argument("--prompts-file", type=Path, help="render each line's prompt (with all other settings)")
+    g.add_argument("--batch", type=int, help="images per prompt, from consecutive seeds")
+    g.add_argument("--lora", action="append", type=_lora, default=[], metavar="NAME[:WEIGHT]",
+                   help="a LoRA from the server's library, e.g. --lora detail.safetensors:0.7 (repeatable)")
+    g.add_argument("--vae", help="a VAE from the server's library")
+    g.add_argument("--hires", type=float, metavar="SCALE", help="hires fix: upscale by SCALE and refine")
+    g.add_argument("--hires-denoise", type=float, default=0.35)
+    g.add_argument("--hires-upscaler", default="lanczos", help="lanczos, latent, or a model from upscale_models/")
     g.add_argument("-o", "--output", type=Path, required=True, help="where to write the result PNG")
 
     d = sub.add_parser("demo", help="start a server with the tiny model and render a synthetic blockout through it")
@@ -137,6 +154,14 @@ def settings_from_args(args, base: Optional[JobSettings] = None) -> JobSettings:
     if args.size:
         overrides["width"], overrides["height"] = args.size
     overrides["preview_every"] = args.preview_every
+    if args.batch is not None:
+        overrides["batch_size"] = args.batch
+    if args.lora:
+        overrides["loras"] = list(args.lora)
+    if args.vae is not None:
+        overrides["vae"] = args.vae
+    if args.hires is not None:
+        overrides["hires"] = HiresSettings(scale=args.hires, denoise=args.hires_denoise, upscaler=args.hires_upscaler)
     s = s.replace(**overrides)
     controlnets = dict(s.controlnets)
     for name, weight in (("depth", args.depth_weight), ("canny", args.canny_weight)):
@@ -155,8 +180,8 @@ def cmd_generate(args) -> int:
         base = JobSettings.from_dict(stored["settings"])     # its seed is the one actually used
         images = {name: load_input(args.from_png, entry) for name, entry in stored["inputs"].items()}
     else:
-        if not args.color or args.prompt is None:
-            raise ValueError("give --color and --prompt (or --from-png FILE)")
+        if not args.color or (args.prompt is None and not args.prompts_file):
+            raise ValueError("give --color and --prompt or --prompts-file (or --from-png FILE)")
         base, images = None, {"color": image_file_attachment("color", args.color)}
     if args.color and args.from_png:
         images["color"] = image_file_attachment("color", args.color)
@@ -167,25 +192,49 @@ def cmd_generate(args) -> int:
     settings = settings_from_args(args, base)
     if not args.from_png and "depth" not in images:
         settings.controlnets.pop("depth", None)     # nothing to guide it
-    return _run_and_save(args.url, args.token, settings, list(images.values()), args.output)
+    prompts = [settings.prompt]
+    if args.prompts_file:
+        lines = Path(args.prompts_file).read_text(encoding="utf-8").splitlines()
+        prompts = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+        if not prompts:
+            raise ValueError(f"{args.prompts_file}: no prompts (one per line; # starts a comment)")
+    jobs = [(settings.replace(prompt=prompt), list(images.values())) for prompt in prompts]
+    return _run_and_save(args.url, args.token, jobs, args.output)
 
 
-def _run_and_save(url, token, settings, images, output: Path, client_name: str = "") -> int:
+def _run_and_save(url, token, jobs, output: Path, client_name: str = "") -> int:
+    """Send every (settings, images) job at once, then save each result as it comes, with one progress bar
+    over the whole batch. One image: written to `output`; several: <output stem>_001.png, _002.png, ..."""
     bar = ProgressBar()
-    with Client(url, token, client_name or f"controlbridge-cli {__version__}") as client:
-        def on_event(event):
-            if isinstance(event, Accepted) and event.queue_position:
-                bar.message(f"queued: {event.queue_position} job(s) ahead")
-            elif isinstance(event, Progress):
-                bar.update(f"job {event.job_id}", event.step, event.total,
-                           "(preview)" if event.preview else "")
-        result = client.run(settings, images, on_event)
-    bar.end()
+    expected = sum(settings.batch_size for settings, _ in jobs)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_bytes(result.image.data)
-    print(f"wrote {output} ({result.image.width}x{result.image.height}, seed {result.seed}); "
-          f"server copy: {result.saved_path}")
+    written = []
+    with Client(url, token, client_name or f"controlbridge-cli {__version__}") as client:
+        requests = {client.submit(settings, images) for settings, images in jobs}
+        jobs_of_mine = set()
+        while len(written) < expected:
+            event = client.next_event(timeout=None)
+            if isinstance(event, Accepted) and event.request_id in requests:
+                jobs_of_mine.add(event.job_id)
+                if event.queue_position:
+                    bar.message(f"queued: {event.queue_position} job(s) ahead")
+            elif isinstance(event, Progress) and event.job_id in jobs_of_mine:
+                detail = event.status or ("(preview)" if event.preview else "")
+                step = f"step {event.step}/{event.total}" if event.total else ""
+                bar.update("images", len(written), expected, " ".join(filter(None, [step, detail])))
+            elif isinstance(event, Result) and event.request_id in requests:
+                path = output if expected == 1 else output.with_name(f"{output.stem}_{len(written) + 1:03d}.png")
+                path.write_bytes(event.image.data)
+                written.append(path)
+                bar.end()
+                print(f"wrote {path} ({event.image.width}x{event.image.height}, seed {event.seed}); "
+                      f"server copy: {event.saved_path}", flush=True)
+            elif isinstance(event, JobError) and (event.request_id in requests or event.job_id in jobs_of_mine):
+                raise JobFailed(event.code, event.message, event.job_id)
+            elif isinstance(event, Disconnected):
+                raise ConnectionFailed(event.reason)
+    bar.end()
     return 0
 
 
@@ -219,5 +268,5 @@ def cmd_demo(args) -> int:
         images = [ImageAttachment.raw_rgba8("color", width, height, rgba.tobytes()),
                   ImageAttachment.raw_depth("depth", width, height, depth.astype("<f4").tobytes())]
         print(f"Sending the job over {server.url} (depth + canny ControlNets, {args.steps} steps) ...")
-        _run_and_save(server.url, None, settings, images, out / "result.png", f"controlbridge-demo {__version__}")
+        _run_and_save(server.url, None, [(settings, images)], out / "result.png", f"controlbridge-demo {__version__}")
     return 0

@@ -18,6 +18,7 @@ class ErrorCode:
     UNKNOWN_MODEL = "unknown_model"        # a model, ControlNet, LoRA, VAE or upscaler name the server does not have
     WRONG_FAMILY = "wrong_family"          # e.g. an SDXL LoRA for an SD1.5 job
     UNKNOWN_JOB = "unknown_job"
+    UNAVAILABLE = "unavailable"            # a feature this server was not installed or started with
     INTERNAL = "internal"                  # a bug or a device failure on the server; the job is lost, the server lives on
 
 

@@ -94,6 +94,9 @@ class JobSettings:
     loras: List[LoraSettings] = field(default_factory=list)
     batch_size: int = 1                # images from seeds seed, seed+1, ...; each is its own result
     hires: Optional[HiresSettings] = None
+    # ControlNet name -> an estimator run on the color image when no such attachment is sent, e.g.
+    # {"depth": "midas"} for a photo (offered when the server has the estimators extra).
+    estimate: Dict[str, str] = field(default_factory=dict)
 
     def replace(self, **changes) -> "JobSettings":
         return dataclasses.replace(self, **changes)
@@ -106,7 +109,7 @@ class JobSettings:
         if not isinstance(d, dict):
             raise ProtocolError(ErrorCode.BAD_MESSAGE, "'settings' must be a JSON object")
         d = dict(d)
-        nested = {key: d.pop(key) for key in ("controlnets", "loras", "hires") if key in d}
+        nested = {key: d.pop(key) for key in ("controlnets", "loras", "hires", "estimate") if key in d}
         values = typed_fields(cls, d, "settings", skip=set(nested))
         if "controlnets" in nested:
             if not isinstance(nested["controlnets"], dict):
@@ -119,6 +122,12 @@ class JobSettings:
                 raise ProtocolError(ErrorCode.BAD_MESSAGE, "settings.loras must be a list of {name, weight}")
             values["loras"] = [LoraSettings.from_dict(x, f"settings.loras[{i}]")
                                for i, x in enumerate(nested["loras"])]
+        if "estimate" in nested:
+            estimate = nested["estimate"]
+            if not isinstance(estimate, dict) or not all(isinstance(v, str) for v in estimate.values()):
+                raise ProtocolError(ErrorCode.BAD_MESSAGE, "settings.estimate must map ControlNet names to estimator "
+                                                           "names, e.g. {\"depth\": \"midas\"}")
+            values["estimate"] = dict(estimate)
         if nested.get("hires") is not None:
             values["hires"] = HiresSettings.from_dict(nested["hires"], "settings.hires")
         if "prompt" not in values:

@@ -12,6 +12,7 @@ from controlbridge_protocol import JobSettings
 from ..imaging.canny import canny_edges
 from ..imaging.codecs import resize_map, resize_rgb
 from ..imaging.depth import depth_to_control
+from ..imaging.estimators import estimate
 from .models import LoadedModel
 from .previews import latent_preview
 from .resolution import center_crop_box, working_size
@@ -79,6 +80,8 @@ def prepare_inputs(model: LoadedModel, settings: JobSettings, inputs: JobInputs,
     for name in settings.controlnets:
         if name in inputs.control_maps:
             maps[name] = resize_map(np.ascontiguousarray(fit(inputs.control_maps[name])), work_w, work_h)
+        elif name in settings.estimate:
+            maps[name] = estimate(settings.estimate[name], color)
         elif name == "depth" and inputs.depth_raw is not None:
             # Normalize at full resolution (robust range over every pixel), then resize the map.
             depth = depth_to_control(fit(inputs.depth_raw), inputs.depth_far)

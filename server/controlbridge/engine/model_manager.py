@@ -18,6 +18,7 @@ from ..library.scan import Entry, Library, LibraryError
 from .models import TINY_MODELS, LoadedModel, ModelSpec, load_controlnet, load_model, model_bytes
 
 TINY_FAMILIES = {"tiny": "sd15", "tiny-sdxl": "sdxl", "tiny-flux": "flux"}
+CONTROLNET_ROLES = ("depth", "canny", "normal", "lineart", "softedge")
 
 
 class WrongFamily(LibraryError):
@@ -86,7 +87,7 @@ class ModelManager:
         """The library's ControlNets for a family, by the role their name mentions (the file cannot tell)."""
         roles = {}
         for entry in self.library.list(CONTROLNET):
-            for role in ("depth", "canny", "normal"):
+            for role in CONTROLNET_ROLES:
                 if role in entry.name.lower() and family in entry.families:
                     roles.setdefault(role, entry.path)
         return roles

@@ -19,6 +19,7 @@ from ..engine.model_manager import ModelManager, WrongFamily
 from ..library.scan import LibraryError
 from ..engine.samplers import SAMPLERS, step_limit
 from ..imaging.codecs import decode_control_map, decode_rgb, decode_scalar
+from ..imaging.estimators import ESTIMATORS, unavailable_reason
 from .config import Limits
 
 ATTACHMENT_NAMES = ("color", "depth", "canny", "normal")
@@ -93,6 +94,13 @@ def check_settings(s: JobSettings, offer: ServerOffer) -> None:
         _check_range("hires.scale", s.hires.scale, 1.0, 4.0)
         _check_range("hires.denoise", s.hires.denoise, 0.01, 1.0)
         _check_range("hires.steps", s.hires.steps, 0, offer.limits.max_steps)
+    for role, estimator in s.estimate.items():
+        problem = unavailable_reason(estimator)
+        if problem:
+            raise _fail(ErrorCode.UNAVAILABLE, problem)
+        if ESTIMATORS[estimator][1] != role:
+            raise _fail(ErrorCode.OUT_OF_RANGE, f"the {estimator} estimator makes {ESTIMATORS[estimator][1]} maps, "
+                                                f"not {role}")
     if (s.width is None) != (s.height is None):
         raise _fail(ErrorCode.BAD_MESSAGE, "give both width and height for the output size, or neither")
     if s.width is not None:
@@ -158,10 +166,11 @@ def prepare_job(msg: Generate, client_id: str, offer: ServerOffer, live: bool = 
     if "color" not in atts:
         raise _fail(ErrorCode.MISSING_ATTACHMENT, "generate needs a 'color' attachment (the camera's image)")
     for name in s.controlnets:
-        if name not in atts and name != "canny":   # canny is computed from the color image when not sent
+        # canny is computed from the color image when not sent; estimated maps are made on the worker
+        if name not in atts and name != "canny" and name not in s.estimate:
             raise _fail(ErrorCode.MISSING_ATTACHMENT,
                         f"the {name} ControlNet is on but no '{name}' attachment was sent; "
-                        f"send one or switch that ControlNet off")
+                        f"send one, estimate it (settings.estimate) or switch that ControlNet off")
     color = atts["color"]
     for att in atts.values():
         if (att.width, att.height) != (color.width, color.height):
