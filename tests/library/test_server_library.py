@@ -144,3 +144,16 @@ def test_sdxl_and_flux_control_img2img_through_the_server(library_server):
     assert read_job(xl.saved_path)["model"]["family"] == "sdxl"
     assert read_job(flux.saved_path)["model"]["family"] == "flux"
     assert flux.image.width == 96
+
+
+def test_a_vae_from_the_library(make_server, models_dir, tiny_sd15):
+    vae_dir = models_dir / "vae" / "same-as-tiny"
+    if not vae_dir.exists():
+        shutil.copytree(tiny_sd15.base / "vae", vae_dir)
+    server = make_server(models_dir=models_dir)
+    with Client(server.url) as c:
+        assert "same-as-tiny" in [e["name"] for e in c.capabilities.library["vae"]]
+        own = decode_png(c.run(quick_settings(), blockout_images(64, 48)).image.data)
+        named = c.run(quick_settings(vae="same-as-tiny"), blockout_images(64, 48))
+    assert named.settings.vae == "same-as-tiny"
+    assert np.array_equal(own, decode_png(named.image.data))     # the same weights decode the same pixels
