@@ -132,6 +132,9 @@ def check_models(s: JobSettings, models: ModelManager) -> None:
     if family == "flux" and s.sampler != "euler":
         raise _fail(ErrorCode.UNKNOWN_SAMPLER, f"FLUX models sample with flow matching: use the euler sampler, "
                                                f"not {s.sampler!r}")
+    if family == "flux" and s.hires is not None and s.hires.upscaler == "latent":
+        raise _fail(ErrorCode.OUT_OF_RANGE, "latent hires upscale is not available for FLUX (its latents are "
+                                            "packed); use lanczos or an upscale model")
 
 
 def _check_size(what: str, width: int, height: int, limits: Limits) -> None:
