@@ -102,16 +102,6 @@ class ServerThread:
         self._stop: Optional[asyncio.Event] = None
         self._thread = threading.Thread(target=self._main, name="controlbridge-server", daemon=True)
 
-    def welcome(self) -> Welcome:
-        """Made per connection: which models are loaded changes while the server runs."""
-        capabilities = Capabilities(
-            models=self.models.describe_models(), default_model=self.models.default_name,
-            controlnets=self.models.default_roles, samplers=list(SAMPLERS), encodings=list(ENCODINGS),
-            limits=self.config.limits.to_dict(), token_required=bool(self.config.token),
-            features=["live"] + (["fast_decode"] if self.offer.fast_decode else []),
-            library=self.models.describe_library())
-        return Welcome(server=f"controlbridge {__version__}", capabilities=capabilities)
-
     @property
     def url(self) -> str:
         return self.server.url
