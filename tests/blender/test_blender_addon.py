@@ -13,6 +13,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -49,11 +50,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def keep_log(server) -> list:
+    """Read the server's output as it comes (a full pipe would stall the server); shown if the test fails."""
+    lines = []
+
+    def read():
+        for line in server.process.stdout:
+            lines.append(line)
+    threading.Thread(target=read, daemon=True).start()
+    return lines
+
+
 def test_blender_addon(spawn_server, tmp_path):
     python = blender_python()
     zip_path = build_zip(tmp_path / "build")
     server = spawn_server()
     token_server = spawn_server("--token", "right-token")
+    server_log = keep_log(server)
+    keep_log(token_server)
     down_url = f"ws://127.0.0.1:{free_port()}"   # nothing listens there
 
     user_resources, home = tmp_path / "blender-user", tmp_path / "home"
@@ -76,5 +90,6 @@ def test_blender_addon(spawn_server, tmp_path):
     proc = subprocess.run(cmd, cwd=str(tmp_path), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True, timeout=INSIDE_TIMEOUT_S)
     sys.stdout.write(proc.stdout)   # shown by pytest -rA / on failure
-    assert proc.returncode == 0, f"the in-Blender tests failed (exit {proc.returncode}):\n{proc.stdout}"
+    assert proc.returncode == 0, (f"the in-Blender tests failed (exit {proc.returncode}):\n{proc.stdout}\n"
+                                  f"server log (last lines):\n{''.join(server_log[-60:])}")
     assert " passed" in proc.stdout and " skipped" not in proc.stdout, proc.stdout

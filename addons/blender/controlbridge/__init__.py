@@ -4,7 +4,7 @@ Registration only; see README.md beside the add-on source for the layout of the 
 """
 import bpy
 
-from . import bridge, operators, panels, preferences, properties
+from . import bridge, live, operators, panels, preferences, properties
 
 
 def register():
@@ -14,11 +14,14 @@ def register():
         bpy.utils.register_class(cls)
     panels.register()
     bpy.app.handlers.load_pre.append(bridge.on_load_pre)
+    bpy.app.handlers.load_pre.append(live.on_load_pre)
 
 
 def unregister():
-    if bridge.on_load_pre in bpy.app.handlers.load_pre:
-        bpy.app.handlers.load_pre.remove(bridge.on_load_pre)
+    for handler in (bridge.on_load_pre, live.on_load_pre):
+        if handler in bpy.app.handlers.load_pre:
+            bpy.app.handlers.load_pre.remove(handler)
+    live.stop()
     bridge.shutdown()
     panels.unregister()
     for cls in reversed(operators.classes):

@@ -5,6 +5,10 @@ happened to the main thread through a queue. The Client's own reader thread queu
 main thread takes both in `drain()`, run by `bpy.app.timers` while anything is under way, and only there
 touches Blender data (result images, placements, history, capabilities, previews).
 
+Live mode (live.py decides what to send and when, and applies what comes back) uses the same Client:
+`live_begin` / `live_send` / `live_end` do the network part on a thread of their own, and drain() hands
+the live frames' events to the listener live.py registered.
+
 Headless `bpy` never runs timers: tests call drain() themselves.
 """
 import os
@@ -18,7 +22,7 @@ import bpy
 
 from . import history, properties, results
 from .vendor.controlbridge_protocol import (Accepted, Cancelled, Client, ControlBridgeError, Disconnected, JobError,
-                                            Progress, Result)
+                                            LiveResult, LiveSkipped, Progress, Result)
 
 CONNECT_TIMEOUT = 5.0
 POLL_INTERVAL = 0.1
@@ -71,8 +75,11 @@ _inbox: "queue.Queue" = queue.Queue()
 _client: Optional[Client] = None
 _client_key = None
 _client_lock = threading.Lock()
+_connect_lock = threading.Lock()   # one connection attempt at a time (the job worker and the live thread)
 _worker: Optional[threading.Thread] = None
 _job: Optional[Job] = None
+_live_listener = None              # live.py's main-thread callback (kind, value) -> bool, set while live is on
+_live_thread: Optional[threading.Thread] = None   # connecting or sending one live frame
 
 
 def state() -> State:
@@ -136,7 +143,8 @@ def fail(line: str) -> None:
 
 def shutdown() -> None:
     """Disconnect and forget everything (add-on disabled)."""
-    global _client, _client_key, _job
+    global _client, _client_key, _job, _live_listener
+    _live_listener = None
     if bpy.app.timers.is_registered(drain):
         bpy.app.timers.unregister(drain)
     with _client_lock:
@@ -160,26 +168,36 @@ def _start_worker(url, token, job) -> None:
     _ensure_timer()
 
 
-def _work(url, token, job, name) -> None:
-    """Off the main thread: touches only the Client and the inbox, never Blender data."""
+def _ensure_client(url, token, name):
+    """(the connected Client for (url, token), whether it is new), connecting when there is none and
+    reporting the new connection's welcome. Worker threads only."""
     global _client, _client_key
-    try:
-        key = (url, token)
+    key = (url, token)
+    with _connect_lock:
         with _client_lock:
             client = _client if _client is not None and _client_key == key and _client.connected else None
-        if client is None:
-            with _client_lock:
-                old, _client, _client_key = _client, None, None
-            if old is not None:
-                old.close()
-            client = Client(url=url, token=token, client_name=name)
-            welcome = client.connect(timeout=CONNECT_TIMEOUT)
-            with _client_lock:
-                _client, _client_key = client, key
-            _inbox.put(("welcome", url, welcome.capabilities))
-        elif job is None:
-            _inbox.put(("welcome", url, client.capabilities))
-        if job is not None:
+        if client is not None:
+            return client, False
+        with _client_lock:
+            old, _client, _client_key = _client, None, None
+        if old is not None:
+            old.close()
+        client = Client(url=url, token=token, client_name=name)
+        welcome = client.connect(timeout=CONNECT_TIMEOUT)
+        with _client_lock:
+            _client, _client_key = client, key
+        _inbox.put(("welcome", url, welcome.capabilities))
+        return client, True
+
+
+def _work(url, token, job, name) -> None:
+    """Off the main thread: touches only the Client and the inbox, never Blender data."""
+    try:
+        client, new = _ensure_client(url, token, name)
+        if job is None:
+            if not new:
+                _inbox.put(("welcome", url, client.capabilities))
+        else:
             _inbox.put(("submitting", job, None))
             request_id = client.submit(job.settings, job.images)
             _inbox.put(("submitted", job, request_id))
@@ -199,6 +217,75 @@ def _send_cancel(job_id) -> None:
         except ControlBridgeError as exc:
             _inbox.put(("failed", _job, _one_line(f"could not cancel: {exc}")))
     threading.Thread(target=send, name="controlbridge-cancel", daemon=True).start()
+
+
+# ---- live mode: the network part (what to send and when is live.py's business) -------------------------------
+
+def live_begin(url: str, token: str, listener) -> None:
+    """Start listening for live events and connect in the background. `listener(kind, value)` is called on
+    the main thread from drain(): ("ready", capabilities), ("sent", frame_id), ("failed", line) and
+    ("event", server event); it returns True when it took the event (LiveResult, LiveSkipped, JobError of a
+    live frame, Disconnected: the last is passed on to the job too)."""
+    global _live_listener
+    _live_listener = listener
+    _start_live_thread(_live_work, url, token or None, None, None, client_name())
+
+
+def live_send(url: str, token: str, settings, images) -> None:
+    """Send one live frame in the background; its id comes back as ("sent", frame_id)."""
+    if live_in_flight():
+        raise Busy("the previous live frame is still being sent")
+    _start_live_thread(_live_work, url, token or None, settings, images, client_name())
+
+
+def live_in_flight() -> bool:
+    return _live_thread is not None and _live_thread.is_alive()
+
+
+def live_end() -> None:
+    """Stop listening and end the server's live session, after the frame being sent, if any."""
+    global _live_listener
+    if _live_listener is None:
+        return
+    _live_listener = None
+    client = _client
+
+    def stop():
+        try:
+            if client is not None and client.connected:
+                client.stop_live()
+        except ControlBridgeError:
+            pass   # the connection is gone: so is the live session
+    _start_live_thread(stop)
+
+
+def _start_live_thread(fn, *args) -> None:
+    """Live threads run one after another (each waits for the one before), so a frame, a stop and the next
+    session's first frame reach the server in the order they were asked for."""
+    global _live_thread
+    previous = _live_thread
+
+    def run():
+        if previous is not None:
+            previous.join()
+        fn(*args)
+    _live_thread = threading.Thread(target=run, name="controlbridge-live", daemon=True)
+    _live_thread.start()
+    _ensure_timer()
+
+
+def _live_work(url, token, settings, images, name) -> None:
+    """Off the main thread, like _work: the Client and the inbox only."""
+    try:
+        client, _new = _ensure_client(url, token, name)
+        if settings is None:
+            _inbox.put(("live_ready", None, client.capabilities))
+        else:
+            _inbox.put(("live_sent", None, client.send_live_frame(settings, images)))
+    except ControlBridgeError as exc:
+        _inbox.put(("live_failed", None, _one_line(str(exc))))
+    except Exception as exc:  # noqa: BLE001
+        _inbox.put(("live_failed", None, _one_line(f"unexpected error: {type(exc).__name__}: {exc}")))
 
 
 # ---- main thread: the pump ----------------------------------------------------------------------------------
@@ -228,6 +315,7 @@ def drain() -> Optional[float]:
     changed = False
     # Checked before reading the inbox: a worker that has ended has put all its reports there already.
     worker_alive = _worker is not None and _worker.is_alive()
+    live_alive = live_in_flight()
     while True:
         try:
             item = _inbox.get_nowait()
@@ -238,20 +326,30 @@ def drain() -> Optional[float]:
     client = _client
     # While the worker is still sending the job, its request id is unknown here and the server's
     # Accepted could not be matched to it: leave the events queued until the worker has reported.
-    sending = _job is not None and _job.request_id is None and worker_alive
+    # The same holds for a live frame's id, while live_send's thread is still sending it.
+    sending = (_job is not None and _job.request_id is None and worker_alive) or live_alive
     if client is not None and not sending:
         for event in client.poll_events():
-            _handle_event(event)
             changed = True
+            if isinstance(event, (LiveResult, LiveSkipped, JobError, Disconnected)) and _live_listener is not None:
+                if _live_listener("event", event) and not isinstance(event, Disconnected):
+                    continue
+            if isinstance(event, (LiveResult, LiveSkipped)):
+                continue   # a live frame's answer after live mode was turned off
+            _handle_event(event)
     if changed:
         _redraw()
-    if busy():
+    if busy() or _live_listener is not None or live_in_flight():
         return POLL_INTERVAL
     return None
 
 
 def _handle_worker(kind, payload, value) -> None:
     global _job
+    if kind.startswith("live_"):
+        if _live_listener is not None:
+            _live_listener(kind[5:], value)
+        return
     if kind == "welcome":
         url, caps = payload, value
         _state.server_url = url

@@ -192,6 +192,9 @@ def capture(scene, view_layer=None, *, engine_choice="CYCLES", samples=16, norma
         tmp.set(view_layer, "use_pass_z", True)
         if normals:
             tmp.set(view_layer, "use_pass_normal", True)
+        if engine == "CYCLES":
+            # A control image needs no denoiser, and Blender builds without OpenImageDenoise fail with it on.
+            tmp.set(scene.cycles, "use_denoising", False)
         if engine == "CYCLES" and samples > 0:
             tmp.set(scene.cycles, "samples", int(samples))
         elif engine in EEVEE_ENGINES and samples > 0:

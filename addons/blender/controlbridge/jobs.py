@@ -27,6 +27,20 @@ def settings_from_props(p) -> JobSettings:
     return JobSettings(**values)
 
 
+def live_settings(p, capabilities) -> JobSettings:
+    """The panel's settings for a live frame: fast (the LCM sampler with few steps and CFG 1, when the panel
+    asks for it and the server has it), a JPEG back, the tiny decoder when offered, no previews, and with
+    Randomize on, seed -1: the server then keeps one seed for the whole live session, so frames are stable."""
+    s = settings_from_props(p)
+    changes = dict(preview_every=0, result_encoding="jpeg",
+                   fast_decode="fast_decode" in (getattr(capabilities, "features", None) or []))
+    if p.randomize_seed:
+        changes["seed"] = -1
+    if p.live_fast and "lcm" in (getattr(capabilities, "samplers", None) or []):
+        changes.update(sampler="lcm", steps=int(p.live_steps), cfg=1.0)
+    return s.replace(**changes)
+
+
 def props_from_settings(p, s: JobSettings) -> None:
     """Load stored settings back into the panel (history: "Load Settings")."""
     p.prompt, p.negative_prompt = s.prompt, s.negative_prompt

@@ -1,8 +1,9 @@
-"""Operators: read properties, build JobSettings, hand over. The logic lives in jobs, bridge, results, history."""
+"""Operators: read properties, build JobSettings, hand over. The logic lives in jobs, bridge, live, results,
+history."""
 import bpy
 from bpy.props import IntProperty
 
-from . import bridge, history, jobs, preferences, results
+from . import bridge, history, jobs, live, preferences, results
 from .capture import CaptureError
 
 
@@ -67,6 +68,28 @@ class CONTROLBRIDGE_OT_cancel(bpy.types.Operator):
 
     def execute(self, context):
         return {"FINISHED"} if bridge.cancel() else {"CANCELLED"}
+
+
+class CONTROLBRIDGE_OT_live(bpy.types.Operator):
+    """Live: while on, camera and scene changes send new frames and the result updates one image in place"""
+    bl_idname = "controlbridge.live"
+    bl_label = "Live"
+
+    @classmethod
+    def poll(cls, context):
+        return live.is_on() or (context.scene is not None and context.scene.camera is not None)
+
+    def execute(self, context):
+        if live.is_on():
+            live.stop()
+            return {"FINISHED"}
+        try:
+            live.start(context)
+        except live.LiveError as exc:
+            live.stop(error=str(exc))
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        return {"FINISHED"}
 
 
 class CONTROLBRIDGE_OT_connect(bpy.types.Operator):
@@ -145,6 +168,6 @@ class CONTROLBRIDGE_OT_remove_projection(bpy.types.Operator):
         return {"FINISHED"}
 
 
-classes = (CONTROLBRIDGE_OT_generate, CONTROLBRIDGE_OT_variation, CONTROLBRIDGE_OT_cancel,
+classes = (CONTROLBRIDGE_OT_generate, CONTROLBRIDGE_OT_variation, CONTROLBRIDGE_OT_cancel, CONTROLBRIDGE_OT_live,
            CONTROLBRIDGE_OT_connect, CONTROLBRIDGE_OT_history_apply, CONTROLBRIDGE_OT_history_load,
            CONTROLBRIDGE_OT_remove_projection)

@@ -1,7 +1,7 @@
 """The 3D viewport sidebar panel (tab "ControlBridge") and the status bar line. Drawing only."""
 import bpy
 
-from . import bridge, properties
+from . import bridge, live, properties
 
 
 def _server_line(layout, info):
@@ -45,7 +45,12 @@ class VIEW3D_PT_controlbridge(bpy.types.Panel):
         else:
             row.operator("controlbridge.generate", icon="RENDER_STILL")
             row.operator("controlbridge.variation", text="", icon="FILE_REFRESH")
+        row.operator("controlbridge.live", text="Live", icon="PLAY" if not live.is_on() else "PAUSE",
+                     depress=live.is_on())
         _status(layout, st)
+        lv = live.state()
+        if lv.line:
+            layout.label(text=lv.line, icon="ERROR" if lv.error else ("REC" if lv.on else "INFO"))
         preview = bpy.data.images.get(st.preview_name) if st.active and st.preview_name else None
         if preview is not None and preview.preview is not None:
             layout.template_icon(icon_value=preview.preview.icon_id, scale=8.0)
@@ -170,6 +175,27 @@ class VIEW3D_PT_controlbridge_server(_Sub, bpy.types.Panel):
         col.label(text="Token required" if info.token_required else "No token required")
 
 
+class VIEW3D_PT_controlbridge_live(_Sub, bpy.types.Panel):
+    bl_label = "Live"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        layout = self.layout
+        p = context.scene.controlbridge
+        row = layout.row(align=True)
+        row.prop(p, "live_fast")
+        sub = row.row(align=True)
+        sub.active = p.live_fast
+        sub.prop(p, "live_steps")
+        layout.prop(p, "live_delay")
+        layout.prop(p, "live_capture")
+        lv = live.state()
+        if lv.on and lv.sent:
+            layout.label(text=f"{lv.sent} sent, {lv.results} shown, {lv.skipped} skipped")
+        if lv.on and p.live_capture == "VIEWPORT" and lv.capture_path == "render" and lv.viewport_unavailable:
+            layout.label(text=f"Rendering: {lv.viewport_unavailable}", icon="INFO")
+
+
 class CONTROLBRIDGE_UL_history(bpy.types.UIList):
     def draw_item(self, context, layout, data, item, icon, active_data, active_propname, index=0):
         icon_value = item.image.preview.icon_id if item.image is not None and item.image.preview else 0
@@ -200,7 +226,8 @@ def draw_status_bar(self, context):
 
 
 classes = (VIEW3D_PT_controlbridge, VIEW3D_PT_controlbridge_prompt, VIEW3D_PT_controlbridge_controlnets,
-           VIEW3D_PT_controlbridge_output, VIEW3D_PT_controlbridge_capture, VIEW3D_PT_controlbridge_server,
+           VIEW3D_PT_controlbridge_output, VIEW3D_PT_controlbridge_capture, VIEW3D_PT_controlbridge_live,
+           VIEW3D_PT_controlbridge_server,
            CONTROLBRIDGE_UL_history, VIEW3D_PT_controlbridge_history)
 
 

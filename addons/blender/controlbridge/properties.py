@@ -39,6 +39,11 @@ CAPTURE_ENGINES = [("CYCLES", "Cycles", "Render the capture with Cycles (works e
                                              "headless Blender falls back to Cycles)")]
 
 
+LIVE_CAPTURES = [("VIEWPORT", "Viewport", "Draw the camera view on the GPU like the 3D viewport (fast; needs the "
+                                         "interactive UI, falls back to Render otherwise)"),
+                 ("RENDER", "Render", "Render the capture like Generate does (slower; works everywhere)")]
+
+
 class ControlBridgeSettings(bpy.types.PropertyGroup):
     # Prompt and sampling (ComfyUI names)
     prompt: StringProperty(name="Prompt", description="What to generate")
@@ -76,6 +81,16 @@ class ControlBridgeSettings(bpy.types.PropertyGroup):
                                  description="Cycles samples for the capture render")
     send_normals: BoolProperty(name="Send Normals", default=False,
                                description="Also capture and send a camera-space normal map")
+    # Live mode
+    live_fast: BoolProperty(name="Fast Sampler", default=True,
+                            description="Live frames use the LCM sampler with Live Steps and CFG 1 when the server "
+                                        "has it (otherwise the sampler, steps and CFG above)")
+    live_steps: IntProperty(name="Live Steps", min=1, soft_max=12, default=4,
+                            description="Steps of a live frame with the fast sampler")
+    live_delay: IntProperty(name="Delay (ms)", min=0, soft_max=2000, default=200,
+                            description="Capture once the scene has been still this long, and at most once per "
+                                        "this long")
+    live_capture: EnumProperty(name="Live Capture", items=LIVE_CAPTURES, default="VIEWPORT")
     # Where the result goes (the image datablock is always made)
     place_background: BoolProperty(name="Camera Background", default=True)
     place_plane: BoolProperty(name="Image Plane", default=False,

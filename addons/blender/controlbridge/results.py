@@ -5,7 +5,9 @@
 - the camera's background image (seen in camera view);
 - an image plane parented to the camera, its corners exactly on the camera's frustum at a distance;
 - a projection material on meshes: the image mapped through the camera's projection, as the camera was
-  when the shot was captured (a frozen "projector" empty holds that view).
+  when the shot was captured (a frozen "projector" empty holds that view);
+- live mode's one image (`CB Live`), its pixels replaced in place by every live result, shown as the
+  camera background and on the image plane.
 """
 import json
 
@@ -19,6 +21,8 @@ from .frustum import Frame, camera_frame
 JOB_PROP = "controlbridge"                 # on result images: job id, seed, settings (JSON), capture view
 PROJECTION_PROP = "controlbridge_projection"  # on objects and materials made by project_onto
 PREVIEW_IMAGE = "ControlBridge Preview"
+LIVE_PROP = "controlbridge_live"           # on the live image: frame id, seed, settings (JSON)
+LIVE_IMAGE = "CB Live"
 
 
 # --- images -----------------------------------------------------------------------------------------
@@ -93,7 +97,8 @@ def clear_preview():
 def set_camera_background(camera_object, image, alpha: float = 1.0):
     """Show `image` as the camera's background image, replacing the one this add-on set before."""
     cam = camera_object.data
-    bg = next((b for b in cam.background_images if b.image is not None and JOB_PROP in b.image), None)
+    bg = next((b for b in cam.background_images
+               if b.image is not None and (JOB_PROP in b.image or LIVE_PROP in b.image)), None)
     if bg is None:
         bg = cam.background_images.new()
     bg.source = "IMAGE"
@@ -112,6 +117,7 @@ def _emission_material(name: str):
     mat = bpy.data.materials.get(name) or bpy.data.materials.new(name)
     if mat.node_tree is None:   # Blender < 5: materials get a node tree on request
         mat.use_nodes = True
+    mat[HELPER_PROP] = mat.node_tree[HELPER_PROP] = "plane"   # live mode ignores changes to its own helpers
     nodes, links = mat.node_tree.nodes, mat.node_tree.links
     nodes.clear()
     out = nodes.new("ShaderNodeOutputMaterial")
@@ -140,7 +146,7 @@ def place_image_plane(scene, camera_object, image, distance: float):
         mesh = bpy.data.meshes.new(name)
         obj = bpy.data.objects.new(name, mesh)
         scene.collection.objects.link(obj)
-        obj[HELPER_PROP] = "plane"
+        obj[HELPER_PROP] = mesh[HELPER_PROP] = "plane"
     else:
         mesh = obj.data
         mesh.clear_geometry()
@@ -156,6 +162,7 @@ def place_image_plane(scene, camera_object, image, distance: float):
     sx, sy, sz = camera_object.matrix_world.to_scale()
     obj.matrix_basis = Matrix.Diagonal((1 / sx, 1 / sy, 1 / sz, 1.0))   # undo the camera's scale, if any
     obj["controlbridge_distance"] = float(distance)
+    obj["controlbridge_frame"] = frame.to_dict()
     mat, tex = _emission_material(name)
     tex.image = image
     tex.extension = "CLIP"
@@ -273,6 +280,54 @@ def remove_projection(obj) -> bool:
             slot.link = "DATA"
     del obj[PROJECTION_PROP]
     return True
+
+
+# --- live mode -----------------------------------------------------------------------------------------
+
+def live_image():
+    return next((i for i in bpy.data.images if LIVE_PROP in i), None)
+
+
+def update_live_image(att, info: dict):
+    """Put a live result into the one live image: the same datablock every time, its pixels replaced.
+
+    The encoded bytes replace the packed file and the decoded buffers are freed, so Blender decodes the
+    new bytes on the next use. Image.reload() would do the same but tags every shaded object for a
+    depsgraph update, which live mode would take for a change in the scene (and capture again)."""
+    image = live_image()
+    if image is None:
+        image = image_from_attachment(att, LIVE_IMAGE)
+    elif att.encoding in ("png", "jpeg", "webp"):
+        image.pack(data=att.data, data_len=len(att.data))
+        image.buffers_free()
+    else:   # live frames ask for jpeg
+        raise ValueError(f"cannot show a live image encoded as {att.encoding}")
+    if tuple(image.size) != (att.width, att.height):
+        raise ValueError(f"the live image decodes to {image.size[0]}x{image.size[1]}, "
+                         f"the server said {att.width}x{att.height}")
+    image[LIVE_PROP] = info
+    image.update()   # the viewport's GPU texture follows
+    return image
+
+
+def show_live(scene, camera_object, image, *, background=True, plane=False, plane_distance=10.0):
+    """Show the live image on the camera background and the image plane. Only what is missing or stale is
+    set: after the first frame nothing changes but the pixels, so the scene is not tagged for updates."""
+    if background:
+        cam = camera_object.data
+        if not cam.show_background_images or not any(b.image == image for b in cam.background_images):
+            set_camera_background(camera_object, image)
+    if plane:
+        obj = next((o for o in bpy.data.objects if o.get(HELPER_PROP) == "plane" and o.parent == camera_object),
+                   None)
+        stored = obj.get("controlbridge_frame") if obj is not None else None
+        tex = obj.active_material.node_tree.nodes.get("ControlBridge Image") \
+            if obj is not None and obj.active_material and obj.active_material.node_tree else None
+        if tex is None or obj.name not in scene.objects or obj.get("controlbridge_distance") != float(plane_distance) \
+                or stored is None or stored.to_dict() != camera_frame(scene, camera_object).to_dict():
+            place_image_plane(scene, camera_object, image, plane_distance)
+        elif tex.image != image:
+            tex.image = image
 
 
 # --- everything at once ---------------------------------------------------------------------------------

@@ -34,7 +34,8 @@ def installed():
 @pytest.fixture(scope="session")
 def cb(installed):
     """The installed add-on's modules."""
-    names = ("bridge", "capture", "results", "history", "jobs", "frustum", "preferences", "properties")
+    names = ("bridge", "capture", "results", "history", "jobs", "frustum", "preferences", "properties", "live",
+             "viewport")
     mods = {n: importlib.import_module(f"{ADDON_MODULE}.{n}") for n in names}
     mods["package"] = importlib.import_module(ADDON_MODULE)
     mods["protocol"] = importlib.import_module(f"{ADDON_MODULE}.vendor.controlbridge_protocol")
