@@ -1,6 +1,8 @@
 """Model sources and devices, and a client that outlives a server restart."""
 import socket
 
+from controlbridge.cli import main as cli_main
+
 import pytest
 
 from controlbridge_protocol import Client, ConnectionFailed, Disconnected
@@ -64,3 +66,8 @@ def test_client_reconnects_to_a_restarted_server(make_server):
     client.reconnect(attempts=5, delay=0.2)
     assert client.run(quick_settings(steps=2), blockout_images(64, 48)).image.width == 64
     client.close()
+
+
+def test_a_models_dir_that_does_not_exist_is_a_clear_startup_error(capsys, tmp_path):
+    assert cli_main(["serve", "--port", "0", "--models-dir", str(tmp_path / "nope")]) == 1
+    assert "is not a folder" in capsys.readouterr().err

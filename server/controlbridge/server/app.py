@@ -33,7 +33,10 @@ class ControlBridgeServer:
                 accelerate(model, config.compile, log)
             if model.device != "cpu":
                 warm_up(model, log)
-        library = scan(default_roots(config.models_dir, own_models_dir()))
+        if config.models_dir is not None and not config.models_dir.is_dir():
+            raise ValueError(f"--models-dir {config.models_dir} is not a folder")
+        own = own_models_dir()   # the server's own folder is optional: not having one is no problem
+        library = scan(default_roots(config.models_dir, own if own.is_dir() else None))
         for problem in library.problems:
             log(f"Model library: skipped {problem.path}: {problem.reason}")
         budget = config.memory_budget_gb * 2**30 if config.memory_budget_gb else default_budget(model.device)
