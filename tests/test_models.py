@@ -1,11 +1,10 @@
 """Model sources and devices, and a client that outlives a server restart."""
 import socket
 
-from controlbridge.cli import main as cli_main
-
 import pytest
 
 from controlbridge_protocol import Client, ConnectionFailed, Disconnected
+from controlbridge.cli import main as cli_main
 from controlbridge.engine.devices import pick_device, pick_dtype
 from controlbridge.engine.models import ModelSpec, load_model
 from controlbridge.engine.resolution import working_size
