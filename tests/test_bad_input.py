@@ -175,3 +175,15 @@ def test_filename_prefix_cannot_escape_the_output_folder(client, server):
     saved = Path(result.saved_path)
     assert saved.parent == out and saved.name.startswith("etc_passwd_")
     assert not any(p for p in out.parent.iterdir() if p.name.endswith(".png"))
+
+
+def test_a_server_bug_in_one_request_answers_an_error_and_keeps_the_connection(client, monkeypatch):
+    from controlbridge.server import transport
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated bug")
+    monkeypatch.setattr(transport, "prepare_job", broken)
+    err = run_error(client, quick_settings(), blockout_images(64, 48))
+    assert err.code == ErrorCode.INTERNAL and "simulated bug" in str(err)
+    monkeypatch.undo()
+    assert client.run(quick_settings(steps=2), blockout_images(64, 48)).image.width == 64

@@ -58,7 +58,9 @@ class Client:
         self.close()
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
         options = dict(additional_headers=headers, open_timeout=timeout, max_size=CLIENT_MAX_MESSAGE_BYTES,
-                       compression=None)   # images are compressed already; deflate only costs time
+                       compression=None,   # images are compressed already; deflate only costs time
+                       # The host may hold the GIL for long stretches (a Blender render): generous keepalive.
+                       ping_interval=30, ping_timeout=120)
         supported = inspect.signature(ws_connect).parameters   # websockets 13 .. 17 differ here
         if "proxy" in supported:
             options["proxy"] = None         # a local server: never route through a system proxy

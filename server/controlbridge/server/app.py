@@ -70,7 +70,10 @@ class ControlBridgeServer:
         try:
             async with serve(self.transport.handle, self.config.host, self.config.port,
                              process_request=self.transport.check_request, max_size=limits.max_message_bytes,
-                             max_queue=4, compression=None) as server:
+                             max_queue=4, compression=None,
+                             # Blender holds the GIL through a capture render, so a client may not answer a
+                             # keepalive ping for a while: be patient before calling it dead.
+                             ping_interval=30, ping_timeout=120) as server:
                 self.port = server.sockets[0].getsockname()[1]
                 self.log(f"ControlBridge listening on {self.url}")
                 self.log(f"Outputs go to {self.config.output_dir}")

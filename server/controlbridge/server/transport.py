@@ -90,7 +90,12 @@ class WebsocketTransport:
         try:
             async for frame in ws:
                 for item in reader.feed(frame):
-                    await self._dispatch(conn, item)
+                    try:
+                        await self._dispatch(conn, item)
+                    except Exception as e:  # noqa: BLE001 - a bug in one request must not drop the client
+                        log.exception("request from %s failed", conn.client_name or conn.id)
+                        self._send(conn, JobError(ErrorCode.INTERNAL, f"the server failed on this request: {e}",
+                                                  None, getattr(item, "request_id", None)))
         except ConnectionClosed:
             pass
         finally:
