@@ -123,13 +123,14 @@ def model_family(pipe) -> str:
 
 
 def load_controlnet(source: str, family: str, dtype, device):
-    """A ControlNet for `family` from a diffusers folder or hub id."""
+    """A ControlNet for `family` from a diffusers folder, a hub id or a single original-layout file."""
     from diffusers import ControlNetModel, FluxControlNetModel
-    if os.path.isfile(source):
-        raise ValueError(f"{source}: single-file ControlNets are not supported yet; use the ControlNet's "
-                         f"diffusers folder (config.json + diffusion_pytorch_model.safetensors)")
-    cls = FluxControlNetModel if family == "flux" else ControlNetModel
-    controlnet = cls.from_pretrained(source, dtype=dtype)
+    if os.path.isfile(source):       # lllyasviel / ComfyUI single files, with the shipped architecture config
+        from ..library.single_file import load_single_file_controlnet
+        controlnet = load_single_file_controlnet(source, family, dtype)
+    else:
+        cls = FluxControlNetModel if family == "flux" else ControlNetModel
+        controlnet = cls.from_pretrained(source, dtype=dtype)
     if device != "cpu":
         controlnet.to(device)
     return controlnet

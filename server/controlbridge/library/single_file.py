@@ -87,6 +87,55 @@ def unet_to_original(state: Dict, layers_per_block: int) -> Dict:
     return out
 
 
+CONTROLNET_PREFIX = "control_model."
+_CONTROLNET_ONLY = ("controlnet_cond_embedding.", "controlnet_down_blocks.", "controlnet_mid_block.")
+
+
+def controlnet_to_original(state: Dict, layers_per_block: int) -> Dict:
+    """Diffusers ControlNetModel keys -> lllyasviel's layout (with control_model.): the UNet encoder, the hint
+    block (a Sequential of convs with SiLUs between: conv_in .0, blocks .2 .4 ..., conv_out last) and zero convs."""
+    unet_part = {k: v for k, v in state.items() if not k.startswith(_CONTROLNET_ONLY)}
+    out = {CONTROLNET_PREFIX + k: v for k, v in unet_to_original(unet_part, layers_per_block).items()}
+    blocks = {int(m[1]) for k in state if (m := re.match(r"controlnet_cond_embedding\.blocks\.(\d+)\.", k))}
+    for key, value in state.items():
+        name, _, param = key.rpartition(".")
+        if name == "controlnet_cond_embedding.conv_in":
+            slot = "input_hint_block.0"
+        elif m := re.fullmatch(r"controlnet_cond_embedding\.blocks\.(\d+)", name):
+            slot = f"input_hint_block.{2 * (int(m[1]) + 1)}"
+        elif name == "controlnet_cond_embedding.conv_out":
+            slot = f"input_hint_block.{2 * (len(blocks) + 1)}"
+        elif m := re.fullmatch(r"controlnet_down_blocks\.(\d+)", name):
+            slot = f"zero_convs.{m[1]}.0"
+        elif name == "controlnet_mid_block":
+            slot = "middle_block_out.0"
+        else:
+            continue
+        out[f"{CONTROLNET_PREFIX}{slot}.{param}"] = value
+    return out
+
+
+def load_single_file_controlnet(path, family: str, dtype=None):
+    """An SD1.5 / SDXL ControlNet saved as one original-layout file, loaded offline with the shipped config."""
+    import torch
+    from diffusers import ControlNetModel
+    path = Path(path)
+    if family not in (SD15, SDXL):
+        raise NotAModel(f"{path}: single-file {family} ControlNets are not supported; use its diffusers folder")
+    config_dir = CONFIG_ROOT / family / "controlnet"
+    try:
+        controlnet = ControlNetModel.from_single_file(str(path), config=str(config_dir), local_files_only=True,
+                                                      torch_dtype=dtype or torch.float32)
+    except (ValueError, RuntimeError) as e:
+        raise NotAModel(f"{path}: its weights do not fit the {family} ControlNet architecture "
+                        f"({str(e).splitlines()[0]})") from e
+    empty = [n for n, p in controlnet.named_parameters() if p.device.type == "meta"]
+    if empty:
+        raise NotAModel(f"{path}: the ControlNet weights are incomplete ({len(empty)} tensors missing, "
+                        f"e.g. {empty[0]})")
+    return controlnet
+
+
 _VAE_ATTENTION = (("group_norm.", "norm."), ("to_q.", "q."), ("to_k.", "k."), ("to_v.", "v."),
                   ("to_out.0.", "proj_out."))
 
