@@ -22,7 +22,7 @@ from .errors import (AuthenticationFailed, ConnectionFailed, ControlBridgeError,
 from .images import ImageAttachment
 from .messages import (PROTOCOL_VERSION, SERVER_MESSAGES, Accepted, Cancel, Cancelled, Disconnected, Generate,
                        Hello, HistoryGet, HistoryItem, HistoryPage, HistoryRequest, JobError, LiveFrame, LiveStop,
-                       Ping, Pong, Progress, Result, Welcome)
+                       Ping, Pong, Result, Welcome)
 from .settings import JobSettings
 
 DEFAULT_URL = "ws://127.0.0.1:8765"

@@ -1,5 +1,4 @@
 """The model library through a real server: names, families, LoRAs, LRU loading, batches, hires fix, FLUX."""
-import json
 import shutil
 
 import numpy as np

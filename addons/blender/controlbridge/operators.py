@@ -111,6 +111,12 @@ class CONTROLBRIDGE_OT_connect(bpy.types.Operator):
         return {"FINISHED"}
 
 
+def _history_item(op, p):
+    """The history entry an operator acts on: its `index` property, else the list's selection (or None)."""
+    index = op.index if op.index >= 0 else p.history_index
+    return p.history[index] if 0 <= index < len(p.history) else None
+
+
 class CONTROLBRIDGE_OT_history_apply(bpy.types.Operator):
     """Place this history image again (camera background, plane, projection as set in the panel)"""
     bl_idname = "controlbridge.history_apply"
@@ -122,11 +128,10 @@ class CONTROLBRIDGE_OT_history_apply(bpy.types.Operator):
     def execute(self, context):
         scene = context.scene
         p = scene.controlbridge
-        index = self.index if self.index >= 0 else p.history_index
-        if not 0 <= index < len(p.history) or p.history[index].image is None:
+        item = _history_item(self, p)
+        if item is None or item.image is None:
             self.report({"ERROR"}, "No history image selected")
             return {"CANCELLED"}
-        item = p.history[index]
         meta = history.capture_meta_of(item)
         objects = [o for o in context.selected_objects if o.type == "MESH"] if p.place_projection else []
         done = results.apply_placements(scene, item.image, meta, background=p.place_background,
@@ -146,9 +151,8 @@ class CONTROLBRIDGE_OT_history_load(bpy.types.Operator):
 
     def execute(self, context):
         p = context.scene.controlbridge
-        index = self.index if self.index >= 0 else p.history_index
         try:
-            settings = history.settings_of(p.history[index] if 0 <= index < len(p.history) else None)
+            settings = history.settings_of(_history_item(self, p))
         except LookupError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
