@@ -135,6 +135,23 @@ MultiBlockType = _enum("MultiBlockType", "MENU_ENTRY")
 ToolMenuStringCommandType = _enum("ToolMenuStringCommandType", "COMMAND", "PYTHON")
 AppMsgType = _enum("AppMsgType", "OK")
 AppReturnType = _enum("AppReturnType", "OK", "NO")
+DynamicGlobalIlluminationMethod = _enum("DynamicGlobalIlluminationMethod", "NONE", "LUMEN", "SCREEN_SPACE", "PLUGIN")
+ReflectionMethod = _enum("ReflectionMethod", "NONE", "LUMEN", "SCREEN_SPACE")
+
+
+class PostProcessSettings:
+    """A struct with hundreds of fields in the engine; here only what was set. Read through get_editor_property
+    it is a COPY, as Unreal hands out struct properties by value."""
+
+    def __init__(self, **values):
+        self._props: Dict[str, Any] = dict(values)
+
+    def set_editor_property(self, name, value, notify_mode=None):
+        _world().calls.append(Call("PostProcessSettings.set_editor_property", self, (name, value), {}))
+        self._props[name] = value
+
+    def get_editor_property(self, name):
+        return self._props.get(name, False)
 
 
 # =========================================================================== objects
@@ -151,7 +168,15 @@ class Object:
 
     @_recorded
     def get_editor_property(self, name):
-        return self._props.get(name)
+        value = self._props.get(name)
+        if isinstance(value, PostProcessSettings):   # structs are values: the caller gets a copy
+            return PostProcessSettings(**value._props)
+        return value
+
+    @_recorded
+    def modify(self, always_mark_dirty=True):
+        _world().modified.append(self)
+        return True
 
     def get_path_name(self):
         return self._path
@@ -318,10 +343,15 @@ class CineCameraComponent(CameraComponent):
         self.filmback = CameraFilmbackSettings(36.0, 24.0)
         self.current_focal_length = 35.0
         self.projection_mode = CameraProjectionMode.PERSPECTIVE
-        self._props.update(post_process_settings={"manual_exposure": 1.5}, post_process_blend_weight=1.0)
+        self._props.update(post_process_settings=PostProcessSettings(auto_exposure_bias=1.5),
+                           post_process_blend_weight=1.0)
 
 
 class SceneCaptureComponent2D(SceneComponent):
+    def __init__(self, owner=None):
+        super().__init__(owner)
+        self._props["post_process_settings"] = PostProcessSettings()
+
     @_recorded
     def capture_scene(self):
         target = self._props.get("texture_target")
@@ -583,6 +613,17 @@ class RenderingLibrary(Object):
 
     @classmethod
     @_recorded
+    def export_render_target(cls, world_context_object, texture_render_target, file_path, file_name):
+        """An 8-bit target is written as PNG, its stored bytes unchanged (alpha included)."""
+        rt = texture_render_target
+        if rt.format is not TextureRenderTargetFormat.RTF_RGBA8:
+            raise AssertionError("the fake exports 8-bit targets only (the engine writes float ones as HDR)")
+        rows = [[(p.r, p.g, p.b, p.a) for p in rt.pixels[y * rt.width:(y + 1) * rt.width]] for y in range(rt.height)]
+        with open(f"{file_path}/{file_name}", "wb") as fh:
+            fh.write(make_rgba_png(rows))
+
+    @classmethod
+    @_recorded
     def release_render_target2d(cls, texture_render_target):
         texture_render_target.released = True
 
@@ -680,6 +721,11 @@ class SystemLibrary(Object):
     def get_engine_version(cls):
         return "5.6.0-fake"
 
+    @classmethod
+    @_recorded
+    def get_console_variable_int_value(cls, variable_name):
+        return _world().cvars.get(variable_name, 0)
+
 
 class ScopedEditorTransaction:
     def __init__(self, desc):
@@ -762,6 +808,25 @@ def png_size(data: bytes) -> tuple:
     return struct.unpack(">II", data[16:24])
 
 
+def _stored(display: "Color", target_gamma: float) -> "Color":
+    """What an LDR target stores for a scene the viewport shows as `display`: the scene value is
+    display^2.2 (linear) and the target keeps linear^(1/display gamma) - gamma 1.0 (bForceLinearGamma, the
+    default of create_render_target2d) stores it linear, i.e. dark."""
+    def one(v):
+        return int(round(255.0 * ((v / 255.0) ** 2.2) ** (1.0 / target_gamma)))
+    return Color(r=one(display.r), g=one(display.g), b=one(display.b), a=display.a)
+
+
+def make_rgba_png(rows) -> bytes:
+    raw = b"".join(b"\x00" + bytes(v for px in row for v in px) for row in rows)
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", len(rows[0]), len(rows), 8, 6, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
 def default_scene(capture: SceneCaptureComponent2D, width: int, height: int, source: _EnumValue) -> list:
     """A greybox seen from the camera: sky in the top third, a floor getting nearer towards the bottom,
     a box in the middle. Depth in cm; sky = 65504 (fp16 saturation)."""
@@ -802,6 +867,9 @@ class FakeEditor:
     render_targets: list = field(default_factory=list)
     subsystems: dict = field(default_factory=dict)
     captures: list = field(default_factory=list)
+    modified: list = field(default_factory=list)
+    # the project's renderer settings as console variables (UE 5 defaults: Lumen GI and reflections)
+    cvars: dict = field(default_factory=lambda: {"r.DynamicGlobalIlluminationMethod": 1, "r.ReflectionMethod": 1})
     viewport: Any = None
     scene: Callable = default_scene
     details_view: Callable = lambda obj: False
@@ -818,8 +886,13 @@ class FakeEditor:
         self.captures.append({"source": source, "fov": component._props.get("fov_angle"),
                               "location": component.owner.root_component.location,
                               "rotation": component.owner.root_component.rotation,
-                              "hidden": list(component._props.get("hidden_actors") or [])})
-        target.pixels = self.scene(component, target.width, target.height, source)
+                              "hidden": list(component._props.get("hidden_actors") or []),
+                              "persist": component._props.get("always_persist_rendering_state"),
+                              "post_process": dict(component._props["post_process_settings"]._props)})
+        pixels = self.scene(component, target.width, target.height, source)
+        if target.format is TextureRenderTargetFormat.RTF_RGBA8:
+            pixels = [_stored(p, target._props.get("target_gamma") or 1.0) for p in pixels]
+        target.pixels = pixels
 
     def calls_named(self, name: str) -> List[Call]:
         return [c for c in self.calls if c.name == name]
@@ -871,7 +944,8 @@ _EXPORTED = [
     "Vector", "Rotator", "LinearColor", "Color", "Name", "EditorDialogLibraryObjectDetailsViewOptions",
     "CameraFilmbackSettings", "SceneCaptureSource", "TextureRenderTargetFormat", "CameraProjectionMode",
     "AttachmentRule", "CollisionEnabled", "ComponentMobility", "MaterialProperty", "MaterialShadingModel",
-    "MultiBlockType", "ToolMenuStringCommandType", "AppMsgType", "AppReturnType", "Object", "World", "Texture",
+    "MultiBlockType", "ToolMenuStringCommandType", "AppMsgType", "AppReturnType", "DynamicGlobalIlluminationMethod",
+    "ReflectionMethod", "PostProcessSettings", "Object", "World", "Texture",
     "Texture2D", "StaticMesh", "TextureRenderTarget2D", "Factory", "MaterialFactoryNew",
     "MaterialInstanceConstantFactoryNew", "MaterialInterface", "Material", "MaterialInstanceConstant",
     "MaterialExpressionTextureSampleParameter2D", "AssetImportTask", "EditorUtilityTask", "ActorComponent",

@@ -107,6 +107,10 @@ def test_generate_from_cine_camera_against_a_real_server(started):
     assert task2.finished is True, task2.texts
     planes = [a for a in editor.level if isinstance(a, ue.StaticMeshActor)]
     assert planes == [plane]                          # updated, not duplicated
+    # the update is recorded in the undo transaction (Ctrl+Z restores the previous texture)
+    assert plane in editor.modified and plane.static_mesh_component in editor.modified
+    names = [c.name for c in editor.calls]
+    assert names.index("ScopedEditorTransaction") < names.index("Object.modify")
     new_textures = [p for p in editor.assets if p.startswith("/Game/ControlBridge/T_CB_") and p != texture_path]
     assert len(new_textures) == 1
     assert plane.static_mesh_component.materials[0].textures["Image"] is editor.assets[new_textures[0]]

@@ -1,15 +1,19 @@
 """The engine layer driven through the recording stand-in: exact calls and arguments, cleanup on failure."""
 
+import io
 import math
 import struct
+from pathlib import Path
 
 import pytest
+from PIL import Image
 
-from controlbridge_unreal import (camera_math, engine_capture, engine_classes, engine_results, engine_ui, naming,
+from controlbridge_unreal import (camera_math, capture_look, engine_capture, engine_classes, engine_results, engine_ui, naming,
                                   result_plan, settings_model)
 from controlbridge_unreal.buffers import CaptureProblem
 from controlbridge_unreal.controller import CINE_CAMERA, VIEWPORT, UserError
 from controlbridge_unreal.settings_model import PluginSettings
+import fake_unreal
 from fake_unreal import make_png
 
 
@@ -78,20 +82,70 @@ def test_capture_calls_and_cleanup(fake_editor):
     props = [(c.args[0], c.args[1]) for c in editor.calls_named("Object.set_editor_property")]
     assert ("fov_angle", pytest.approx(view.hfov_deg)) in [(n, v) for n, v in props]
     assert ("capture_every_frame", False) in props and ("hidden_actors", hidden) in props
-    assert ("post_process_settings", {"manual_exposure": 1.5}) in props           # the camera's own look
+    camera_look = [v for n, v in props if n == "post_process_settings"]
+    assert camera_look[0]._props["auto_exposure_bias"] == 1.5                   # the camera's own look ...
+    assert camera_look[-1]._props["auto_exposure_bias"] == 1.5                  # ... kept under our overrides
     assert ("post_process_blend_weight", 1.0) in props
     assert [v for n, v in props if n == "capture_source"] == [ue.SceneCaptureSource.SCS_FINAL_COLOR_LDR,
                                                               ue.SceneCaptureSource.SCS_SCENE_DEPTH]
     raw, = editor.calls_named("RenderingLibrary.read_render_target_raw")
     assert raw.kwargs == {"normalize": False}
-    assert [c["source"] for c in editor.captures] == [ue.SceneCaptureSource.SCS_FINAL_COLOR_LDR,
-                                                      ue.SceneCaptureSource.SCS_SCENE_DEPTH]
+    # warm-up frames of a persistent view before the color frame is read; depth needs no history
+    assert [c["source"] for c in editor.captures] == [ue.SceneCaptureSource.SCS_FINAL_COLOR_LDR] * (
+        capture_look.WARMUP_FRAMES + 1) + [ue.SceneCaptureSource.SCS_SCENE_DEPTH]
+    assert all(c["persist"] is True for c in editor.captures)
+    # Lumen GI and reflections as the project has them (scene captures switch them off otherwise)
+    look = editor.captures[0]["post_process"]
+    assert look["override_dynamic_global_illumination_method"] is True
+    assert look["dynamic_global_illumination_method"] is ue.DynamicGlobalIlluminationMethod.LUMEN
+    assert look["override_reflection_method"] is True and look["reflection_method"] is ue.ReflectionMethod.LUMEN
 
-    assert (cap.width, cap.height, len(cap.color_rgba8)) == (48, 32, 48 * 32 * 4)
-    assert cap.color_rgba8[:4] == bytes([120, 160, 220, 255])           # sky color, forced opaque
+    # color: the engine's PNG export, sent as is (no per-pixel Python), as bright as the viewport
+    assert cap.color_png[:8] == b"\x89PNG\r\n\x1a\n" and cap.color_rgba8 == b""
+    assert editor.calls_named("RenderingLibrary.read_render_target") == []
+    image = Image.open(io.BytesIO(cap.color_png)).convert("RGB")
+    assert image.size == (48, 32)
+    assert image.getpixel((0, 0)) == (120, 160, 220)                    # sky, top row first, not darkened
+    assert image.getpixel((24, 20)) == (200, 80, 60)                    # the box
+    assert not list(Path(editor.saved_dir).rglob("*.png"))              # the exported file is removed
     depth = struct.unpack(f"<{48 * 32}f", cap.depth.data)
     assert depth[0] == 65504.0 and cap.depth.far == 65504.0             # raw cm, sky saturated
     assert depth[-1] == pytest.approx(500.0)                            # nearest floor row, not normalised
+
+
+def test_without_target_gamma_the_capture_would_be_dark(fake_editor):
+    """The fault the target gamma fixes, shown with the stand-in's model of an LDR target: forced linear
+    gamma stores mid-grey 18 % as 46, the viewport shows 117."""
+    assert capture_look.stored_byte(0.18, 1.0) == 46
+    assert capture_look.stored_byte(0.18, capture_look.DISPLAY_GAMMA) == 117
+    assert abs(capture_look.stored_byte(0.18, 2.2) - capture_look.srgb_byte(0.18)) <= 1   # gamma 2.2 ~ sRGB
+    assert capture_look.stored_byte(0.0, 2.2) == 0 and capture_look.stored_byte(1.0, 2.2) == 255
+    assert capture_look.stored_byte(2.0, 2.2) == 255                                        # HDR clipped in LDR
+    with pytest.raises(ValueError):
+        capture_look.stored_byte(0.5, 0.0)
+    editor, ue = fake_editor
+    view = engine_capture.resolve_view(ue, VIEWPORT, PluginSettings())
+    cap = engine_capture.capture(ue, view, 16, 16, PluginSettings())
+    gamma_sets = [c for c in editor.calls_named("Object.set_editor_property") if c.args[0] == "target_gamma"]
+    assert [(type(c.target).__name__, c.args[1]) for c in gamma_sets] == [("TextureRenderTarget2D", 2.2)]
+    assert Image.open(io.BytesIO(cap.color_png)).convert("RGB").getpixel((0, 15)) == (90, 90, 90)
+    # what the same target stored without it: the old, dark image
+    assert fake_unreal._stored(ue.Color(r=90, g=90, b=90, a=0), 1.0).r == 26
+
+
+def test_a_camera_that_chooses_its_own_gi_keeps_it(fake_editor):
+    editor, ue = fake_editor
+    camera = editor.add_cine_camera()
+    camera.get_cine_camera_component()._props["post_process_settings"] = ue.PostProcessSettings(
+        override_dynamic_global_illumination_method=True,
+        dynamic_global_illumination_method=ue.DynamicGlobalIlluminationMethod.SCREEN_SPACE)
+    editor.cvars["r.ReflectionMethod"] = 2
+    view = engine_capture.resolve_view(ue, CINE_CAMERA, PluginSettings())
+    engine_capture.capture(ue, view, 8, 8, PluginSettings())
+    look = editor.captures[0]["post_process"]
+    assert look["dynamic_global_illumination_method"] is ue.DynamicGlobalIlluminationMethod.SCREEN_SPACE
+    assert look["reflection_method"] is ue.ReflectionMethod.SCREEN_SPACE
+    assert capture_look.method_override(False, 7, capture_look.GI_METHODS) is None   # unknown: engine decides
 
 
 def test_capture_cleans_up_when_reading_fails(fake_editor, monkeypatch):

@@ -7,9 +7,11 @@ annotations to check every call against Epic's API stub. Game thread only.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from typing import List, Sequence, TYPE_CHECKING
 
-from . import buffers, camera_math
+from . import buffers, camera_math, capture_look
 from .controller import CINE_CAMERA, VIEWPORT, UserError
 from .jobs import Capture
 from .settings_model import PluginSettings
@@ -85,23 +87,27 @@ def selected_cine_camera_view(unreal) -> camera_math.CameraView:
 # --------------------------------------------------------------------------- capture
 
 def capture(unreal, view: camera_math.CameraView, width: int, height: int, settings: PluginSettings,
-            hidden_actors: List = ()) -> Capture:
+            hidden_actors: List = (), temp_dir: str = "") -> Capture:
     """Render color and depth of `view` at width x height. A transient SceneCapture2D is spawned at the camera
     and always destroyed again; the render targets are released. `hidden_actors` (our result planes) are left
     out of the capture.
 
-    Color: Final Color (LDR) into RGBA8 - display-encoded already, read back unchanged.
-    Depth: SceneDepth (cm, in R) into RGBA16F - the sky saturates at 65504 - read back with normalize=False."""
+    Color: Final Color (LDR) into RGBA8 with TargetGamma = display gamma (capture_look explains why), written
+    to a PNG by the engine's own exporter and sent as that file: no per-pixel Python for color.
+    Depth: SceneDepth (cm, in R) into RGBA16F - the sky saturates at 65504 - read back with normalize=False.
+    Both after WARMUP_FRAMES frames of a view whose rendering state persists, with the project's GI/reflections."""
     editor: unreal.UnrealEditorSubsystem = unreal.get_editor_subsystem(unreal.UnrealEditorSubsystem)
     actors: unreal.EditorActorSubsystem = unreal.get_editor_subsystem(unreal.EditorActorSubsystem)
     world: unreal.World = editor.get_editor_world()
     color_target: unreal.TextureRenderTarget2D = unreal.RenderingLibrary.create_render_target2d(
         world, width, height, unreal.TextureRenderTargetFormat.RTF_RGBA8,
         clear_color=unreal.LinearColor(r=0.0, g=0.0, b=0.0, a=1.0), auto_generate_mip_maps=False)
+    color_target.set_editor_property("target_gamma", capture_look.DISPLAY_GAMMA)
     depth_target: unreal.TextureRenderTarget2D = unreal.RenderingLibrary.create_render_target2d(
         world, width, height, unreal.TextureRenderTargetFormat.RTF_RGBA16F,
         clear_color=unreal.LinearColor(r=buffers.FP16_MAX, g=0.0, b=0.0, a=1.0), auto_generate_mip_maps=False)
     capture_actor = None
+    color_png = b""
     try:
         capture_actor = actors.spawn_actor_from_class(
             unreal.SceneCapture2D, make_vector(unreal, view.location), make_rotator(unreal, view.rotation),
@@ -112,6 +118,8 @@ def capture(unreal, view: camera_math.CameraView, width: int, height: int, setti
         component.set_editor_property("fov_angle", float(view.hfov_deg))
         component.set_editor_property("capture_every_frame", False)
         component.set_editor_property("capture_on_movement", False)
+        # keep the view state between our captures: temporal AA and eye adaptation need history
+        component.set_editor_property("always_persist_rendering_state", True)
         component.set_editor_property("hidden_actors", list(hidden_actors))
         if view.actor is not None:
             # look through the CineCamera's own post-process (exposure, color grading) like its viewport does
@@ -120,11 +128,13 @@ def capture(unreal, view: camera_math.CameraView, width: int, height: int, setti
             component.set_editor_property("post_process_settings", lens.get_editor_property("post_process_settings"))
             component.set_editor_property("post_process_blend_weight",
                                           lens.get_editor_property("post_process_blend_weight"))
+        apply_project_lighting(unreal, component)
 
         component.set_editor_property("capture_source", unreal.SceneCaptureSource.SCS_FINAL_COLOR_LDR)
         component.set_editor_property("texture_target", color_target)
-        component.capture_scene()
-        colors = unreal.RenderingLibrary.read_render_target(world, color_target)
+        for _ in range(capture_look.WARMUP_FRAMES + 1):
+            component.capture_scene()
+        color_png = export_png(unreal, world, color_target, temp_dir)
 
         component.set_editor_property("capture_source", unreal.SceneCaptureSource.SCS_SCENE_DEPTH)
         component.set_editor_property("texture_target", depth_target)
@@ -137,10 +147,56 @@ def capture(unreal, view: camera_math.CameraView, width: int, height: int, setti
         unreal.RenderingLibrary.release_render_target2d(color_target)
         unreal.RenderingLibrary.release_render_target2d(depth_target)
 
-    if not colors or len(colors) != width * height:
-        raise buffers.CaptureProblem("Unreal returned no color pixels for the capture (render target read failed).")
+    if not color_png:
+        raise buffers.CaptureProblem("Unreal wrote no color image for the capture (render target export failed).")
     if not depth_colors or len(depth_colors) != width * height:
         raise buffers.CaptureProblem("Unreal returned no depth pixels for the capture (render target read failed).")
     depth = buffers.prepare_depth(buffers.depth_from_linear_colors(depth_colors), width, height,
                                   max_depth_cm=settings.max_depth_cm, source_max=buffers.FP16_MAX)
-    return Capture(width, height, buffers.rgba8_from_colors(colors, width, height), depth)
+    return Capture(width, height, b"", depth, color_png=color_png)
+
+
+def apply_project_lighting(unreal, component: unreal.SceneCaptureComponent2D) -> None:
+    """Scene captures switch Lumen GI and reflections off unless their post-process overrides the method:
+    override both with the project's own (a camera that overrides them itself keeps its choice)."""
+    pps: unreal.PostProcessSettings = component.get_editor_property("post_process_settings")
+    gi_members = {"NONE": unreal.DynamicGlobalIlluminationMethod.NONE,
+                  "LUMEN": unreal.DynamicGlobalIlluminationMethod.LUMEN,
+                  "SCREEN_SPACE": unreal.DynamicGlobalIlluminationMethod.SCREEN_SPACE,
+                  "PLUGIN": unreal.DynamicGlobalIlluminationMethod.PLUGIN}
+    reflection_members = {"NONE": unreal.ReflectionMethod.NONE, "LUMEN": unreal.ReflectionMethod.LUMEN,
+                          "SCREEN_SPACE": unreal.ReflectionMethod.SCREEN_SPACE}
+    gi = capture_look.method_override(
+        bool(pps.get_editor_property("override_dynamic_global_illumination_method")),
+        unreal.SystemLibrary.get_console_variable_int_value(capture_look.GI_CVAR), capture_look.GI_METHODS)
+    if gi is not None:
+        pps.set_editor_property("override_dynamic_global_illumination_method", True)
+        pps.set_editor_property("dynamic_global_illumination_method",
+                                gi_members[gi])
+    reflections = capture_look.method_override(
+        bool(pps.get_editor_property("override_reflection_method")),
+        unreal.SystemLibrary.get_console_variable_int_value(capture_look.REFLECTION_CVAR),
+        capture_look.REFLECTION_METHODS)
+    if reflections is not None:
+        pps.set_editor_property("override_reflection_method", True)
+        pps.set_editor_property("reflection_method", reflection_members[reflections])
+    component.set_editor_property("post_process_settings", pps)
+
+
+def export_png(unreal, world: unreal.World, target: unreal.TextureRenderTarget2D, temp_dir: str) -> bytes:
+    """The engine's own exporter writes an 8-bit target as PNG in C++; we only read the file back."""
+    folder = temp_dir or tempfile.gettempdir()
+    os.makedirs(folder, exist_ok=True)
+    name = f"controlbridge_capture_{os.getpid()}.png"
+    path = os.path.join(folder, name)
+    try:
+        unreal.RenderingLibrary.export_render_target(world, target, folder, name)
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError:
+        return b""
+    finally:
+        try:
+            os.remove(path)
+        except OSError:
+            pass

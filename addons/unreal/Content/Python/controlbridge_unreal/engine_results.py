@@ -130,6 +130,9 @@ def place_plane(unreal, plan: ResultPlan, view: CameraView, material_instance):
     created = not existing
     if existing:
         plane: unreal.StaticMeshActor = existing[0]
+        # record the plane's old state in the open transaction, so Ctrl+Z undoes an update as it undoes a spawn
+        plane.modify()
+        plane.static_mesh_component.modify()
     else:
         plane = actors.spawn_actor_from_class(unreal.StaticMeshActor, make_vector(unreal, plan.world.location),
                                               make_rotator(unreal, plan.world.rotation))

@@ -15,12 +15,14 @@ from .settings_model import PluginSettings
 
 @dataclass(frozen=True)
 class Capture:
-    """What engine_capture hands back: RGBA8 color and raw depth of one view, same size, top row first."""
+    """What engine_capture hands back: color and raw depth of one view, same size, top row first. Color is the
+    engine-exported PNG (color_png) or, from tests and older paths, raw RGBA8 (color_rgba8)."""
 
     width: int
     height: int
     color_rgba8: bytes
     depth: DepthBuffer
+    color_png: bytes = b""
 
 
 def output_size(settings: PluginSettings, view: camera_math.CameraView) -> Tuple[int, int]:
@@ -55,8 +57,12 @@ def job_settings(settings: PluginSettings, width: int, height: int, camera_label
 
 
 def attachments(capture: Capture) -> List[ImageAttachment]:
+    if capture.color_png:
+        color = ImageAttachment.encoded("color", "png", capture.width, capture.height, capture.color_png)
+    else:
+        color = ImageAttachment.raw_rgba8("color", capture.width, capture.height, capture.color_rgba8)
     return [
-        ImageAttachment.raw_rgba8("color", capture.width, capture.height, capture.color_rgba8),
+        color,
         ImageAttachment.raw_depth("depth", capture.width, capture.height, capture.depth.data, far=capture.depth.far),
     ]
 

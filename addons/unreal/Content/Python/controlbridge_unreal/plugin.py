@@ -28,7 +28,8 @@ class EngineAdapter(EnginePort):
 
     def capture(self, view, width, height, settings):
         planes = engine_results.find_planes(self.unreal)   # never capture our own result planes
-        return engine_capture.capture(self.unreal, view, width, height, settings, hidden_actors=planes)
+        return engine_capture.capture(self.unreal, view, width, height, settings, hidden_actors=planes,
+                                      temp_dir=self.temp_dir)
 
     def apply_result(self, job: PendingJob, result: Result) -> str:
         image = result.image
