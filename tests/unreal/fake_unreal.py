@@ -246,6 +246,19 @@ class MaterialInstanceConstant(MaterialInterface):
         self.textures: Dict[str, Any] = {}
 
 
+class MaterialInstanceDynamic(MaterialInterface):
+    """Transient: made on a component, never an asset."""
+
+    def __init__(self, outer=None, name="", parent=None):
+        super().__init__(outer, name)
+        self.parent = parent
+        self.textures: Dict[str, Any] = {}
+
+    @_recorded
+    def set_texture_parameter_value(self, parameter_name, value):
+        self.textures[str(parameter_name)] = value
+
+
 class MaterialExpressionTextureSampleParameter2D(Object):
     pass
 
@@ -316,6 +329,12 @@ class PrimitiveComponent(SceneComponent):
     def set_cast_shadow(self, new_cast_shadow):
         self._props["cast_shadow"] = new_cast_shadow
 
+    @_recorded
+    def create_dynamic_material_instance(self, element_index, source_material=None, optional_name="None"):
+        dynamic = MaterialInstanceDynamic(parent=source_material)
+        self.materials[element_index] = dynamic
+        return dynamic
+
 
 class StaticMeshComponent(PrimitiveComponent):
     def __init__(self, owner=None):
@@ -331,6 +350,10 @@ class StaticMeshComponent(PrimitiveComponent):
     @_recorded
     def set_material(self, element_index, material):
         self.materials[element_index] = material
+
+    @_recorded
+    def get_material(self, element_index):
+        return self.materials.get(element_index)
 
 
 class CameraComponent(SceneComponent):
@@ -613,6 +636,16 @@ class RenderingLibrary(Object):
 
     @classmethod
     @_recorded
+    def import_file_as_texture2d(cls, world_context_object, filename):
+        """A transient texture from an image file (no asset)."""
+        with open(filename, "rb") as fh:
+            data = fh.read()
+        texture = Texture2D(name="transient", png=data)
+        _world().transient_textures.append(texture)
+        return texture
+
+    @classmethod
+    @_recorded
     def export_render_target(cls, world_context_object, texture_render_target, file_path, file_name):
         """An 8-bit target is written as PNG, its stored bytes unchanged (alpha included)."""
         rt = texture_render_target
@@ -868,6 +901,7 @@ class FakeEditor:
     subsystems: dict = field(default_factory=dict)
     captures: list = field(default_factory=list)
     modified: list = field(default_factory=list)
+    transient_textures: list = field(default_factory=list)
     # the project's renderer settings as console variables (UE 5 defaults: Lumen GI and reflections)
     cvars: dict = field(default_factory=lambda: {"r.DynamicGlobalIlluminationMethod": 1, "r.ReflectionMethod": 1})
     viewport: Any = None
@@ -948,7 +982,7 @@ _EXPORTED = [
     "ReflectionMethod", "PostProcessSettings", "Object", "World", "Texture",
     "Texture2D", "StaticMesh", "TextureRenderTarget2D", "Factory", "MaterialFactoryNew",
     "MaterialInstanceConstantFactoryNew", "MaterialInterface", "Material", "MaterialInstanceConstant",
-    "MaterialExpressionTextureSampleParameter2D", "AssetImportTask", "EditorUtilityTask", "ActorComponent",
+    "MaterialInstanceDynamic", "MaterialExpressionTextureSampleParameter2D", "AssetImportTask", "EditorUtilityTask", "ActorComponent",
     "SceneComponent", "PrimitiveComponent", "StaticMeshComponent", "CameraComponent", "CineCameraComponent",
     "SceneCaptureComponent2D", "Actor", "StaticMeshActor", "CameraActor", "CineCameraActor", "SceneCapture",
     "SceneCapture2D", "EditorSubsystem", "EditorActorSubsystem", "UnrealEditorSubsystem", "EditorAssetSubsystem",

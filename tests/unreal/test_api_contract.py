@@ -77,6 +77,8 @@ def test_the_scan_really_sees_the_plugin(scan):
         "PostProcessSettings[dynamic_global_illumination_method]", "PostProcessSettings[reflection_method]",
         "DynamicGlobalIlluminationMethod.LUMEN", "ReflectionMethod.LUMEN",
         "SystemLibrary.get_console_variable_int_value", "StaticMeshActor.modify", "StaticMeshComponent.modify",
+        "RenderingLibrary.import_file_as_texture2d", "StaticMeshComponent.create_dynamic_material_instance",
+        "MaterialInstanceDynamic.set_texture_parameter_value", "StaticMeshComponent.get_material",
         "EditorActorSubsystem.spawn_actor_from_class(transient=)", "EditorActorSubsystem.destroy_actor",
         "CineCameraComponent.filmback", "CineCameraComponent.current_focal_length",
         "CameraFilmbackSettings.sensor_width", "AssetImportTask[destination_path]", "AssetImportTask[automated]",

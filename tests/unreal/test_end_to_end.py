@@ -176,3 +176,58 @@ def test_cancel_from_the_notification_stops_the_server_job(started):
     assert editor.calls_named("AssetTools.import_asset_tasks") == []
     last_step = max(int(t.split()[1].split("/")[0]) for t in task.texts if t.startswith("Step "))
     assert last_step < 150                               # the server stopped early
+
+
+def test_step_previews_stream_onto_the_plane_and_cancel_puts_it_back(started):
+    """The server's JPEG previews (preview_every from the settings) are shown on the camera's plane through a
+    transient texture while the job runs; the result replaces them; a cancelled job restores the old image."""
+    editor, ue, server, p = started
+    camera = editor.add_cine_camera()
+    plugin.generate_from_cine_camera()
+    assert pump_until_finished(editor, 0).finished is True
+    plane, = [a for a in editor.level if isinstance(a, ue.StaticMeshActor)]
+    first_result = plane.static_mesh_component.materials[0]
+    assert editor.transient_textures == []            # no plane yet during the first job: nothing to show on
+
+    # second job: previews on the existing plane, then the result
+    editor.selected = [camera]
+    seen = []
+    plugin.generate_from_cine_camera()
+    deadline = time.monotonic() + 180
+    while editor.tasks[1].finished is None:
+        assert time.monotonic() < deadline
+        editor.tick()
+        material = plane.static_mesh_component.materials[0]
+        if isinstance(material, ue.MaterialInstanceDynamic):
+            seen.append(material.textures.get("Image"))
+        time.sleep(0.005)
+    assert editor.tasks[1].finished is True
+    assert editor.transient_textures and all(t.png[:2] == b"\xff\xd8" for t in editor.transient_textures)  # JPEG
+    assert seen and seen[-1] in editor.transient_textures
+    assert len(editor.calls_named("PrimitiveComponent.create_dynamic_material_instance")) == 1   # one per job
+    final = plane.static_mesh_component.materials[0]
+    assert isinstance(final, ue.MaterialInstanceConstant) and final.textures["Image"] is not first_result
+    assert not any(a.startswith("/Game/") and "preview" in a for a in editor.assets)    # previews are no assets
+
+    # third job, cancelled after a preview: the plane shows the last result again
+    s = p.store.get()
+    p.store.set(s.__class__(**{**s.to_dict(), "steps": 150, "width": 256, "height": 192}))
+    before = plane.static_mesh_component.materials[0]
+    shown_before = len(editor.transient_textures)
+    editor.selected = [camera]
+    plugin.generate_from_cine_camera()
+    task = editor.tasks[2]
+    deadline = time.monotonic() + 120
+    while len(editor.transient_textures) == shown_before:
+        assert time.monotonic() < deadline, task.texts
+        editor.tick()
+        time.sleep(0.005)
+    assert isinstance(plane.static_mesh_component.materials[0], ue.MaterialInstanceDynamic)
+    plugin.cancel()
+    deadline = time.monotonic() + 60
+    while p.controller.busy:
+        assert time.monotonic() < deadline, task.texts
+        editor.tick()
+        time.sleep(0.005)
+    assert plane.static_mesh_component.materials[0] is before
+    assert editor.messages == []

@@ -106,3 +106,11 @@ def test_result_plan_without_plane():
                                    saved_path="", encoding="png", create_plane=False, plane_distance_cm=100.0,
                                    asset_exists=lambda p: False)
     assert plan.placement is None and plan.world is None and not plan.attach
+
+
+def test_preview_interval_gives_about_eight_previews():
+    from controlbridge_unreal.jobs import preview_interval
+    assert preview_interval(20, 0.75) == 1            # 15 steps run -> every step (15 // 8)
+    assert preview_interval(40, 1.0) == 5
+    assert preview_interval(150, 1.0) == 18
+    assert preview_interval(4, 0.1) == 1              # never 0 (0 = no previews at all)

@@ -45,6 +45,8 @@ class EnginePort:
     def capture(self, view: CameraView, width: int, height: int, settings: PluginSettings) -> jobs.Capture:
         raise NotImplementedError
     def apply_result(self, job: "PendingJob", result: Result) -> str: raise NotImplementedError
+    def show_preview(self, job: "PendingJob", image: Any) -> bool: return False
+    def end_preview(self, job: "PendingJob") -> None: ...
     def begin_progress(self, title: str) -> ProgressHandle: raise NotImplementedError
     def show_error(self, message: str) -> None: raise NotImplementedError
     def log(self, message: str) -> None: ...
@@ -62,6 +64,8 @@ class PendingJob:
     request_id: Optional[str] = None
     job_id: Optional[str] = None
     cancel_requested: bool = False
+    previews_shown: int = 0
+    preview_failed: bool = False
     started: float = field(default_factory=time.monotonic)
 
     def owns(self, event: Any) -> bool:
@@ -180,6 +184,8 @@ class Controller:
         elif isinstance(event, Progress):
             if job.owns(event) and not job.cancel_requested:
                 job.handle.update(f"Step {event.step}/{event.total}")
+                if event.preview is not None:
+                    self._show_preview(job, event.preview)
         elif isinstance(event, Result):
             if job.owns(event):
                 self._finish_result(job, event)
@@ -189,13 +195,33 @@ class Controller:
         elif isinstance(event, Cancelled):
             if job.owns(event) or (job.job_id is None and job.cancel_requested):
                 self.job = None
+                self._end_preview(job)
                 job.handle.cancelled("Cancelled")
         elif isinstance(event, Disconnected):
             self._fail(f"Lost the connection to the ControlBridge server: {event.reason}")
 
+    def _show_preview(self, job: PendingJob, image: Any) -> None:
+        if job.preview_failed:
+            return
+        try:
+            if self.engine.show_preview(job, image):
+                job.previews_shown += 1
+        except Exception:  # noqa: BLE001 - a preview that cannot be shown must not end the job
+            job.preview_failed = True
+            self.engine.log("ControlBridge: previews are off for this job:\n" + traceback.format_exc())
+
+    def _end_preview(self, job: PendingJob) -> None:
+        """A job that ends without a result puts the camera's plane back as it was before its previews."""
+        if job.previews_shown:
+            try:
+                self.engine.end_preview(job)
+            except Exception:  # noqa: BLE001
+                self.engine.log(traceback.format_exc())
+
     def _finish_result(self, job: PendingJob, result: Result) -> None:
         self.job = None
         if job.cancel_requested:   # the result crossed the cancel on the wire: the user asked for nothing
+            self._end_preview(job)
             job.handle.cancelled("Cancelled")
             return
         try:
@@ -211,6 +237,7 @@ class Controller:
     def _fail(self, message: str) -> None:
         job, self.job = self.job, None
         if job is not None:
+            self._end_preview(job)
             job.handle.fail(message)
         else:
             self.engine.show_error(message)

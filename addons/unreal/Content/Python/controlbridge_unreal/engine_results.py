@@ -169,6 +169,52 @@ def place_plane(unreal, plan: ResultPlan, view: CameraView, material_instance):
     return plane
 
 
+# --------------------------------------------------------------------------- step previews
+
+def show_preview(unreal, plane_key_tag: str, image_bytes: bytes, encoding: str, temp_dir: str,
+                 restore: dict) -> bool:
+    """Show a step preview on the camera's existing result plane: a transient texture (no asset) through a
+    dynamic material instance made once per job. The plane's material before the first preview is kept in
+    `restore`, for end_preview. No plane yet (the camera's first generation): nothing is shown, False."""
+    planes = find_planes(unreal, plane_key_tag)
+    if not planes:
+        return False
+    os.makedirs(temp_dir, exist_ok=True)
+    path = os.path.join(temp_dir, naming.preview_filename(encoding))
+    editor: unreal.UnrealEditorSubsystem = unreal.get_editor_subsystem(unreal.UnrealEditorSubsystem)
+    with open(path, "wb") as fh:
+        fh.write(image_bytes)
+    try:
+        texture: unreal.Texture2D = unreal.RenderingLibrary.import_file_as_texture2d(editor.get_editor_world(), path)
+    finally:
+        try:
+            os.remove(path)
+        except OSError:
+            pass
+    if texture is None:
+        return False
+    plane: unreal.StaticMeshActor = planes[0]
+    mesh: unreal.StaticMeshComponent = plane.static_mesh_component
+    current: unreal.MaterialInterface = mesh.get_material(0)
+    if isinstance(current, unreal.MaterialInstanceDynamic):
+        dynamic: unreal.MaterialInstanceDynamic = current
+    else:
+        restore[plane_key_tag] = current
+        dynamic = mesh.create_dynamic_material_instance(0, ensure_base_material(unreal))
+    dynamic.set_texture_parameter_value(naming.TEXTURE_PARAMETER, texture)
+    return True
+
+
+def end_preview(unreal, plane_key_tag: str, restore: dict) -> None:
+    """A job ended without a result: its plane gets back the material it had before the previews."""
+    if plane_key_tag not in restore:
+        return
+    material = restore.pop(plane_key_tag)
+    for found in find_planes(unreal, plane_key_tag):
+        plane: unreal.StaticMeshActor = found
+        plane.static_mesh_component.set_material(0, material)
+
+
 # --------------------------------------------------------------------------- all of it
 
 def apply_result(unreal, plan: ResultPlan, view: CameraView, image_bytes: bytes, temp_dir: str) -> str:

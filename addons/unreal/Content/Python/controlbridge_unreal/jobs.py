@@ -31,6 +31,15 @@ def output_size(settings: PluginSettings, view: camera_math.CameraView) -> Tuple
     return camera_math.fit_output_size(settings.width, settings.height, aspect)
 
 
+PREVIEWS_PER_JOB = 8   # enough to watch the image form; each preview is a small JPEG on the wire
+
+
+def preview_interval(steps: int, denoise: float) -> int:
+    """preview_every for a job: about PREVIEWS_PER_JOB previews over the steps img2img really runs."""
+    run = max(1, int(steps * denoise))
+    return max(1, run // PREVIEWS_PER_JOB)
+
+
 def job_settings(settings: PluginSettings, width: int, height: int, camera_label: str = "") -> JobSettings:
     """The one JobSettings for a generation. A ControlNet whose weight is 0 is left out (= switched off)."""
     s = settings.validated()
@@ -52,6 +61,7 @@ def job_settings(settings: PluginSettings, width: int, height: int, camera_label
         model=s.model or None,
         controlnets=controlnets,
         result_encoding="png",
+        preview_every=preview_interval(int(s.steps), float(s.denoise)),
         filename_prefix=f"unreal_{sanitize(camera_label, 'view')}" if camera_label else "unreal",
     )
 

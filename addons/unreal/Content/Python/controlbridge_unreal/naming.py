@@ -74,6 +74,13 @@ def client_name(engine_version: str) -> str:
     return f"unreal {engine_version} / controlbridge-unreal {PLUGIN_VERSION}"
 
 
+def preview_filename(encoding: str) -> str:
+    ext = {"png": "png", "jpeg": "jpg", "jpg": "jpg", "webp": "webp"}.get(encoding.lower())
+    if ext is None:
+        raise ValueError(f"cannot show a {encoding!r} preview")
+    return f"controlbridge_preview.{ext}"
+
+
 def temp_image_filename(asset_name: str, encoding: str) -> str:
     """The imported file's name IS the asset name: Interchange (UE 5.x texture import) ignores
     AssetImportTask.destination_name and names the asset after the file."""

@@ -10,7 +10,7 @@ import os
 from typing import Optional
 
 from . import engine_capture, engine_classes, engine_results, engine_ui, naming, result_plan, settings_model
-from controlbridge_protocol import Result
+from controlbridge_protocol import ImageAttachment, Result
 
 from .controller import CINE_CAMERA, VIEWPORT, Controller, EnginePort, PendingJob
 from .worker import Worker
@@ -22,6 +22,7 @@ class EngineAdapter(EnginePort):
         self.unreal = unreal
         self.task_class = task_class
         self.temp_dir = temp_dir
+        self._preview_restore: dict = {}   # plane key tag -> the material its plane had before previews
 
     def resolve_view(self, source, settings):
         return engine_capture.resolve_view(self.unreal, source, settings)
@@ -40,7 +41,15 @@ class EngineAdapter(EnginePort):
             create_plane=job.settings.create_plane, plane_distance_cm=job.settings.plane_distance_cm,
             asset_exists=lambda path: engine_results.asset_exists(self.unreal, path),
         )
+        self._preview_restore.pop(naming.plane_key_tag(job.view.key), None)   # the result replaces the preview
         return engine_results.apply_result(self.unreal, plan, job.view, image.data, self.temp_dir)
+
+    def show_preview(self, job: PendingJob, image: ImageAttachment) -> bool:
+        return engine_results.show_preview(self.unreal, naming.plane_key_tag(job.view.key), image.data,
+                                           image.encoding, self.temp_dir, self._preview_restore)
+
+    def end_preview(self, job: PendingJob) -> None:
+        engine_results.end_preview(self.unreal, naming.plane_key_tag(job.view.key), self._preview_restore)
 
     def begin_progress(self, title):
         return engine_ui.TaskProgress(self.unreal, self.task_class, title)
