@@ -224,3 +224,36 @@ def test_late_events_are_ignored_and_shutdown_stops(rig):
     c.generate(VIEWPORT)
     c.shutdown()
     assert worker.stopped and worker.cancels == [None] and engine.handles[0].end[0] == "cancelled"
+
+
+def test_previews_are_shown_and_a_broken_preview_never_fails_the_job(rig):
+    engine, worker, c = rig
+    shown, ended = [], []
+
+    def show(job, image):
+        if image.data == b"broken":
+            raise RuntimeError("texture import failed")
+        shown.append(image.data)
+        return True
+
+    engine.show_preview = show
+    engine.end_preview = lambda job: ended.append(job.job_id)
+    c.generate(CINE_CAMERA)
+    ticket = worker.submitted[0][0]
+    jpeg = ImageAttachment.encoded("preview", "jpeg", 8, 8, b"\xff\xd8one")
+    run_events(c, worker, Submitted(ticket, "R1"), Accepted("R1", "J1", 0), Progress("J1", 1, 4, jpeg),
+               Progress("OTHER", 1, 4, ImageAttachment.encoded("preview", "jpeg", 8, 8, b"not mine")))
+    assert shown == [b"\xff\xd8one"]                       # only this job's previews
+    run_events(c, worker, Progress("J1", 2, 4, ImageAttachment.encoded("preview", "jpeg", 8, 8, b"broken")),
+               Progress("J1", 3, 4, jpeg))
+    assert shown == [b"\xff\xd8one"] and any("previews are off" in m for m in engine.logs)   # off after a failure
+    assert c.busy and engine.handles[0].texts[-1] == "Step 3/4"                            # the job goes on
+    run_events(c, worker, Cancelled("J1"))
+    assert ended == ["J1"] and engine.handles[0].end == ("cancelled", "Cancelled")       # plane put back
+
+
+def test_a_job_settings_asks_for_previews(rig):
+    engine, worker, c = rig
+    c.generate(VIEWPORT)
+    job = worker.submitted[0][3]
+    assert job.preview_every >= 1
