@@ -322,7 +322,7 @@ def run_group(name, row: Row, want: set, models: Models, args, rate, report, res
     tiny = args.tiny or row.tiny_model
     size = row.size if (row.tiny_model or not tiny) else ours_model.native_resolution
     scene = Scene(size)
-    raw = args.inputs == "raw" or row.tiny_model     # the overhead row's engine does what the server does
+    raw = args.inputs == "raw"
     paths = []
     if "stock" in want:
         paths.append(StockPath(stock_model, row, scene, raw))
@@ -405,11 +405,9 @@ def timings_report(results, report):
     for r in server:
         t = r["timings_p50"]
         if t is None:
-            engine = next((e["p50"] for e in results if e["row"] == r["row"] and e["path"].startswith("ours: ")
-                           and "timings_p50" not in e), None)
-            estimate = f"~{r['elapsed_ms_p50'] - engine:.2f} (elapsed - engine p50)" if engine else "n/a"
+            # No estimate by subtracting another path's p50: two noisy ~0.5 s numbers cannot resolve 3 ms.
             report.append(f"| {r['row']} | {r['p50']:.1f} | {r['elapsed_ms_p50']:.1f} | not reported by this server "
-                          f"| {estimate} | {'~%.2f' % (r['p50'] - engine) if engine else 'n/a'} |")
+                          f"| n/a | n/a |")
         else:
             parts = ", ".join(f"{k} {t[k]:.2f}" for k in ("queued", "prepare", "model", "encode", "total") if k in t)
             report.append(f"| {r['row']} | {r['p50']:.1f} | {r['elapsed_ms_p50']:.1f} | {parts} | "
@@ -432,7 +430,7 @@ def run_rows(args, rows, report, results):
             raise SystemExit(f"unknown row {name!r}; rows: {', '.join(ROWS)}, server-<row>, cpu-side")
         want = groups.setdefault(base, set())
         if base == "overhead":
-            want.update({"server", "engine"})     # the engine alone: the fallback when no timings come
+            want.update({"server"})
         else:
             want.update({"stock", "server" if name.startswith("server-") else "engine"})
     models = Models(args, dtype)
