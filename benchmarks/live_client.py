@@ -37,8 +37,10 @@ def main(url: str, settings_json: str, size: int) -> int:
             if event is None or isinstance(event, (LiveSkipped, JobError, Disconnected)):
                 raise SystemExit(f"live frame not rendered: {event}")
         ms = (time.perf_counter() - start) * 1000
-        print(json.dumps({"ms": ms, "elapsed_ms": event.elapsed_ms,
-                          "timings": getattr(event, "timings", None) or None}), flush=True)
+        timings = getattr(event, "timings", None) or None     # dict of ms; a dataclass is read as one
+        if timings is not None and not isinstance(timings, dict):
+            timings = dict(vars(timings))
+        print(json.dumps({"ms": ms, "elapsed_ms": event.elapsed_ms, "timings": timings}), flush=True)
     client.close()
     return 0
 
