@@ -6,7 +6,7 @@ relative imports only. See PROTOCOL.md beside this folder for the wire format.
 from .client import DEFAULT_URL, Client
 from .errors import (AuthenticationFailed, ConnectionFailed, ControlBridgeError, ErrorCode, JobFailed, ProtocolError,
                      ProtocolMismatch)
-from .images import ENCODINGS, ImageAttachment
+from .images import ENCODINGS, SCALAR_ENCODINGS, ImageAttachment
 from .messages import (PROTOCOL_VERSION, Accepted, Cancel, Cancelled, Capabilities, Disconnected, Generate, Hello,
                        HistoryEntry, HistoryGet, HistoryItem, HistoryPage, HistoryRequest, JobError, LiveFrame,
                        LiveResult, LiveSkipped, LiveStop, Ping, Pong, Progress, Result, Welcome)

@@ -4,15 +4,19 @@ Rows are always top row first. Raw encodings have no header:
 - raw_rgba8: 4 bytes per pixel (R, G, B, A), sRGB.
 - raw_f32:   one little-endian float32 per pixel (renderer depth in scene units, or any scalar map).
 Encoded images (png, jpeg, webp) carry the file bytes; width/height must match the file.
+- exr: an OpenEXR file's bytes as the renderer wrote it (scalar depth in scene units: the Z / Depth channel,
+  also Blender's '<layer>.Depth.Z', else R / Y, else the first channel); the server decodes it.
 """
 from dataclasses import dataclass, field
 from typing import Optional
 
 from .errors import ErrorCode, ProtocolError
 
-ENCODED_FORMATS = ("png", "jpeg", "webp")
+ENCODED_FORMATS = ("png", "jpeg", "webp", "exr")
 RAW_BYTES_PER_PIXEL = {"raw_rgba8": 4, "raw_f32": 4}
 ENCODINGS = ENCODED_FORMATS + tuple(RAW_BYTES_PER_PIXEL)
+# Encodings that carry raw renderer depth in scene units (the server normalizes it; `far` applies).
+SCALAR_ENCODINGS = ("raw_f32", "exr")
 
 
 @dataclass
@@ -22,7 +26,7 @@ class ImageAttachment:
     width: int
     height: int
     data: bytes = field(repr=False)
-    # raw_f32 depth only: values at or beyond `far` are background (sky, nothing hit).
+    # raw depth (raw_f32, exr) only: values at or beyond `far` are background (sky, nothing hit).
     far: Optional[float] = None
 
     @classmethod
@@ -34,8 +38,18 @@ class ImageAttachment:
         return cls(name, "raw_f32", width, height, bytes(data), far)
 
     @classmethod
+    def exr_depth(cls, name: str, width: int, height: int, data: bytes, far: Optional[float] = None) -> "ImageAttachment":
+        """Depth as the EXR file the renderer wrote (no parsing on the client)."""
+        return cls(name, "exr", width, height, bytes(data), far)
+
+    @classmethod
     def encoded(cls, name: str, encoding: str, width: int, height: int, data: bytes) -> "ImageAttachment":
         return cls(name, encoding, width, height, bytes(data))
+
+    @property
+    def is_scalar(self) -> bool:
+        """Raw values in scene units (depth) rather than a picture."""
+        return self.encoding in SCALAR_ENCODINGS
 
     @property
     def pixels(self) -> int:

@@ -1,5 +1,7 @@
 """Attachment bytes <-> numpy arrays, and result encoding. The only place the server decodes or encodes pixels."""
 import io
+import os
+import tempfile
 from typing import Dict, Optional
 
 import numpy as np
@@ -35,22 +37,73 @@ def decode_rgb(att: ImageAttachment) -> np.ndarray:
     """uint8 HxWx3 (alpha dropped: renderers write premultiplied color)."""
     if att.encoding == "raw_rgba8":
         return np.frombuffer(att.data, np.uint8).reshape(att.height, att.width, 4)[:, :, :3].copy()
-    if att.encoding == "raw_f32":
-        raise _bad(att, "a color image cannot be raw_f32; send raw_rgba8, png, jpeg or webp")
+    if att.encoding in ("raw_f32", "exr"):
+        raise _bad(att, f"a color image cannot be {att.encoding}; send raw_rgba8, png, jpeg or webp")
     return np.asarray(_open_encoded(att).convert("RGB"))
 
 
 def decode_scalar(att: ImageAttachment) -> np.ndarray:
-    """float32 HxW from raw_f32 as is (raw depth in scene units)."""
+    """float32 HxW raw depth in scene units: raw_f32 as is, or the depth channel of an exr file's bytes."""
+    if att.encoding == "exr":
+        return _decode_exr(att)
     if att.encoding != "raw_f32":
-        raise _bad(att, "expected raw_f32")
+        raise _bad(att, "expected raw_f32 or exr")
     return np.frombuffer(att.data, "<f4").reshape(att.height, att.width).copy()
+
+
+def _decode_exr(att: ImageAttachment) -> np.ndarray:
+    # OpenEXR's Python API reads only named files: the bytes go through a private temporary file.
+    fd, path = tempfile.mkstemp(suffix=".exr", prefix="controlbridge-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(att.data)
+        return read_exr_depth(path, expect_size=(att.width, att.height))
+    except ValueError as e:
+        raise _bad(att, str(e)) from None
+    finally:
+        os.unlink(path)
+
+
+def read_exr_depth(path, expect_size=None) -> np.ndarray:
+    """float32 HxW: an EXR's depth channel (Z / Depth, also Blender's '<layer>.Depth.Z'), else R / Y, else the first.
+
+    With `expect_size` (width, height) the header is checked first, so a small compressed file that claims a
+    huge image is refused before its pixels are decoded. Raises ValueError with the reason.
+    """
+    import OpenEXR
+    try:
+        with OpenEXR.File(str(path), header_only=True) as exr:   # the header is gone once the file closes
+            header = exr.header()
+            (x0, y0), (x1, y1) = header["dataWindow"]
+            size = (int(x1 - x0 + 1), int(y1 - y0 + 1))
+            names = [ch.name for ch in header.get("channels", [])]
+    except Exception as e:  # noqa: BLE001 - the library raises plain RuntimeErrors
+        raise ValueError(f"not a readable EXR ({str(e).splitlines()[0][:200]})") from None
+    if expect_size is not None and size != tuple(expect_size):
+        raise ValueError(f"the EXR is {size[0]}x{size[1]}, the descriptor says {expect_size[0]}x{expect_size[1]}")
+    if not names:
+        raise ValueError("the EXR has no channels")
+    name = sorted(names, key=_depth_channel_rank)[0]
+    try:
+        with OpenEXR.File(str(path), separate_channels=True) as exr:
+            pixels = exr.channels()[name].pixels
+    except Exception as e:  # noqa: BLE001
+        raise ValueError(f"truncated or corrupt EXR data ({str(e).splitlines()[0][:200]})") from None
+    pixels = np.asarray(pixels, dtype=np.float32)
+    return pixels if pixels.ndim == 2 else pixels[..., 0].copy()
+
+
+def _depth_channel_rank(name: str) -> int:
+    last = name.split(".")[-1].lower()
+    if last in ("z", "depth") or name.lower().endswith("depth.z"):
+        return 0
+    return 1 if last in ("r", "y") else 2
 
 
 def decode_control_map(att: ImageAttachment) -> np.ndarray:
     """A ready-made control image (8- or 16-bit, gray or color) as float32 HxWx3 in [0, 1]."""
-    if att.encoding == "raw_f32":
-        raise _bad(att, "expected an image, not raw_f32")
+    if att.encoding in ("raw_f32", "exr"):
+        raise _bad(att, f"expected an image, not {att.encoding} (raw depth goes in the 'depth' attachment)")
     if att.encoding == "raw_rgba8":
         return decode_rgb(att).astype(np.float32) / 255.0
     img = _open_encoded(att)

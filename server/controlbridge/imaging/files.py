@@ -6,7 +6,7 @@ from PIL import Image
 
 from controlbridge_protocol import ImageAttachment
 
-from .codecs import encode_image
+from .codecs import encode_image, read_exr_depth
 
 _SENT_AS_IS = {"PNG": "png", "JPEG": "jpeg", "WEBP": "webp"}
 
@@ -41,7 +41,10 @@ def depth_file_attachment(path: Path, far=None) -> ImageAttachment:
     if suffix == ".npy":
         depth = np.load(path)
     elif suffix == ".exr":
-        depth = _read_exr(path)
+        try:
+            depth = read_exr_depth(path)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
     elif suffix == ".png":
         return image_file_attachment("depth", path)
     else:
@@ -53,24 +56,3 @@ def depth_file_attachment(path: Path, far=None) -> ImageAttachment:
         raise ValueError(f"{path}: expected a 2-D depth buffer, got shape {depth.shape}")
     h, w = depth.shape
     return ImageAttachment.raw_depth("depth", w, h, depth.astype("<f4").tobytes(), far)
-
-
-def _read_exr(path: Path) -> np.ndarray:
-    """The depth channel of an EXR: Z / Depth (also Blender's '<layer>.Depth.Z'), else R, else the first."""
-    import OpenEXR
-    try:
-        with OpenEXR.File(str(path)) as exr:
-            channels = {name: ch.pixels for name, ch in exr.channels().items()}
-    except Exception as e:  # noqa: BLE001 - the library raises plain RuntimeErrors
-        raise ValueError(f"{path}: not a readable EXR ({e})") from None
-    for name in sorted(channels, key=_depth_channel_rank):
-        pixels = channels[name]
-        return pixels if pixels.ndim == 2 else pixels[..., 0]
-    raise ValueError(f"{path}: the EXR has no channels")
-
-
-def _depth_channel_rank(name: str) -> int:
-    last = name.split(".")[-1].lower()
-    if last in ("z", "depth") or name.lower().endswith("depth.z"):
-        return 0
-    return 1 if last in ("r", "y") else 2
