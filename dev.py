@@ -20,6 +20,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 TORCH = "torch==2.13.0"      # on these machines a local CPU build; on a user's Linux box the CUDA build
 BLENDER_REQUIREMENTS = ["bpy==5.0.1", "pytest>=8"]
+# Headless bpy renders EEVEE / Workbench and runs `gpu` only with an EGL driver: Mesa's (software on a machine
+# without a GPU). The Blender tests exercise those capture paths, so `test` installs these on Debian as root (CI).
+HEADLESS_GL_PACKAGES = ["libegl1", "libegl-mesa0", "libgl1-mesa-dri"]
 
 
 def venv_python(path: Path) -> Path:
@@ -51,12 +54,31 @@ def blender_env() -> Path:
     return ensure_venv(ROOT / ".venv-blender", [BLENDER_REQUIREMENTS], " ".join(BLENDER_REQUIREMENTS))
 
 
+def ensure_headless_gl() -> None:
+    if not sys.platform.startswith("linux") or not Path("/etc/debian_version").exists():
+        return
+    def installed(package):
+        query = subprocess.run(["dpkg-query", "-W", "-f=${Status}", package], capture_output=True, text=True)
+        return query.stdout.strip() == "install ok installed"
+    missing = [p for p in HEADLESS_GL_PACKAGES if not installed(p)]
+    if not missing:
+        return
+    if os.geteuid() != 0:
+        print(f"note: Blender's GPU capture tests need: sudo apt-get install -y {' '.join(missing)}", flush=True)
+        return
+    print(f"Installing {' '.join(missing)} (Mesa EGL for headless Blender) ...", flush=True)
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(["apt-get", "update", "-q"], check=True, env=env)
+    subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing], check=True, env=env)
+
+
 def main(argv) -> int:
     command, args = (argv[0], argv[1:]) if argv else ("help", [])
     if command == "demo":
         return subprocess.call([str(server_env()), "-m", "controlbridge", "demo", *args], cwd=ROOT)
     if command == "test":
         python = server_env()
+        ensure_headless_gl()
         # Both add-on suites must run here, not skip: a missing Blender or plugin build is a failure.
         env = dict(os.environ, CONTROLBRIDGE_BLENDER_PYTHON=str(blender_env()), CONTROLBRIDGE_REQUIRE_BLENDER="1",
                    CONTROLBRIDGE_REQUIRE_UNREAL_BUILD="1")
