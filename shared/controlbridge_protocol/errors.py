@@ -19,6 +19,7 @@ class ErrorCode:
     WRONG_FAMILY = "wrong_family"          # e.g. an SDXL LoRA for an SD1.5 job
     UNKNOWN_JOB = "unknown_job"
     UNAVAILABLE = "unavailable"            # a feature this server was not installed or started with
+    SHUTTING_DOWN = "shutting_down"        # the server is stopping: this job will not run (or this request is refused)
     INTERNAL = "internal"                  # a bug or a device failure on the server; the job is lost, the server lives on
 
 

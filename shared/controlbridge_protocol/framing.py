@@ -42,14 +42,31 @@ class MessageReader:
     requests failed. One bad message never poisons the ones after it.
     """
 
-    def __init__(self, registry: Dict[str, Type[Message]], max_attachments: int = MAX_ATTACHMENTS):
+    def __init__(self, registry: Dict[str, Type[Message]], max_attachments: int = MAX_ATTACHMENTS,
+                 max_attachment_bytes: Optional[int] = None):
         self._registry = registry
         self._max_attachments = max_attachments
+        self._max_attachment_bytes = max_attachment_bytes   # all attachments of one message together
         self._pending: Optional[_Pending] = None
 
     @property
     def waiting_for_attachments(self) -> bool:
         return self._pending is not None and not self._pending.discard
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes of attachments received for a message that is not complete yet."""
+        return sum(len(d) for d in self._pending.received) if self._pending else 0
+
+    def give_up_waiting(self, why: str) -> List[ProtocolError]:
+        """Drop a message whose attachments are overdue (and the bytes already received for it)."""
+        pending, self._pending = self._pending, None
+        if pending is None or pending.discard:
+            return []
+        missing = [d["name"] for d in pending.descriptors[len(pending.received):]]
+        return [_error(ErrorCode.MISSING_ATTACHMENT,
+                       f"'{pending.header.get('type')}' announced {len(pending.descriptors)} attachment(s) but "
+                       f"{', '.join(repr(m) for m in missing)} did not arrive {why}", pending.header)]
 
     def feed(self, frame: Frame) -> List[Union[Message, ProtocolError]]:
         if isinstance(frame, (bytes, bytearray, memoryview)):
@@ -70,6 +87,8 @@ class MessageReader:
             header = json.loads(text)
         except ValueError as e:
             return [_error(ErrorCode.BAD_MESSAGE, f"malformed JSON in text frame: {e}", {})]
+        except RecursionError:   # "[[[[..." many thousands deep: json recurses once per level
+            return [_error(ErrorCode.BAD_MESSAGE, "JSON nested too deeply in text frame", {})]
         if not isinstance(header, dict):
             return [_error(ErrorCode.BAD_MESSAGE, "a message must be a JSON object with a 'type'", {})]
         descriptors = header.get("attachments", [])
@@ -82,6 +101,11 @@ class MessageReader:
                                     f"{len(descriptors)} attachments; at most {self._max_attachments} per message")
             for d in descriptors:
                 ImageAttachment.check_descriptor(d)
+            announced = sum(d["bytes"] for d in descriptors)
+            if self._max_attachment_bytes is not None and announced > self._max_attachment_bytes:
+                raise ProtocolError(ErrorCode.LIMIT_EXCEEDED,
+                                    f"the attachments announced come to {announced} bytes; at most "
+                                    f"{self._max_attachment_bytes} per message")
             names = [d["name"] for d in descriptors]
             if len(set(names)) != len(names):
                 raise ProtocolError(ErrorCode.BAD_MESSAGE, f"attachment names repeat: {names}")
@@ -101,7 +125,7 @@ class MessageReader:
         if pending is None:
             return [_error(ErrorCode.MISSING_ATTACHMENT,
                            "binary frame with no message announcing it (send the JSON message first)", {})]
-        pending.received.append(data)
+        pending.received.append(b"" if pending.discard else data)   # a refused message's bytes are not kept
         if len(pending.received) < len(pending.descriptors):
             return []
         self._pending = None

@@ -128,6 +128,7 @@ class Accepted(Message):
     request_id: str = ""
     job_id: str = ""
     queue_position: int = 0   # jobs that will run before this one
+    notice: str = ""          # something the client should tell its user, e.g. that the inputs will be cropped
 
 
 @dataclass
@@ -163,20 +164,25 @@ class Result(Message):
     seed: int = 0
     saved_path: str = ""                     # where the server wrote the PNG (already on disk)
     image: Optional[ImageAttachment] = None
+    # Saving failed (saved_path empty): why, and where it tried. Keyword-only, so subclasses' fields keep their places.
+    save_error: str = field(default="", kw_only=True)
 
     def attachments(self):
         return [self.image]
 
     def to_json(self):
-        return {"type": self.type, "job_id": self.job_id, "request_id": self.request_id,
-                "settings": self.settings.to_dict(), "seed": self.seed, "saved_path": self.saved_path}
+        d = {"type": self.type, "job_id": self.job_id, "request_id": self.request_id,
+             "settings": self.settings.to_dict(), "seed": self.seed, "saved_path": self.saved_path}
+        if self.save_error:
+            d["save_error"] = self.save_error
+        return d
 
     @classmethod
     def from_json(cls, d, attachments):
         if len(attachments) != 1:
             raise ProtocolError(ErrorCode.MISSING_ATTACHMENT, "a result carries exactly one image")
         return cls(d.get("job_id", ""), d.get("request_id", ""), JobSettings.from_dict(d.get("settings")),
-                   d.get("seed", 0), d.get("saved_path", ""), attachments[0])
+                   d.get("seed", 0), d.get("saved_path", ""), attachments[0], save_error=d.get("save_error", ""))
 
 
 @dataclass

@@ -149,6 +149,15 @@ def _json_rule(annotation):
     return _JSON_TYPES[annotation]
 
 
+def _check_text(where: str, text: str) -> None:
+    """JSON may carry lone surrogates ("\\ud800") that no UTF-8 text (a tokenizer, a PNG chunk) can hold."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"{where} is not valid Unicode text: a lone surrogate "
+                                                   f"{text[e.start]!r} at character {e.start}") from None
+
+
 def typed_fields(cls, d: object, where: str, skip=frozenset(), allow_unknown=False) -> dict:
     """Pick the dataclass's fields out of `d`, checking each value's JSON type.
 
@@ -168,5 +177,7 @@ def typed_fields(cls, d: object, where: str, skip=frozenset(), allow_unknown=Fal
         types, words = _json_rule(hints[name])
         if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
             raise ProtocolError(ErrorCode.BAD_MESSAGE, f"{where}.{name} must be {words}, got {value!r}")
+        if isinstance(value, str):
+            _check_text(f"{where}.{name}", value)
         out[name] = float(value) if hints[name] is float else value
     return out

@@ -1,6 +1,16 @@
-"""Wiring: load the model, start the device worker, listen. Also a server on a background thread (demo, tests)."""
+"""Wiring: load the model, start the device worker, listen. Also a server on a background thread (demo, tests).
+
+Stopping (SIGTERM, SIGINT, or `stop` set): stop listening, end every queued job with a `shutting_down` error,
+let the running job finish and be saved (within `shutdown_grace_s`; a second signal, or `force`, cancels it),
+deliver what is queued for each client, close with 1001, exit 0.
+"""
 import asyncio
+import errno
+import logging
+import signal
+import socket
 import threading
+import time
 from typing import Callable, Optional
 
 from websockets.asyncio.server import serve
@@ -28,6 +38,7 @@ class ControlBridgeServer:
         self.config = config
         self.log = log
         if model is None:
+            check_port_free(config.host, config.port)   # before minutes of model loading
             model = load_model(config.model, log)
             if model.device != "cpu" or config.accelerate:
                 accelerate(model, config.compile, log)
@@ -63,12 +74,13 @@ class ControlBridgeServer:
         host = self.config.host if ":" not in self.config.host else f"[{self.config.host}]"
         return f"ws://{host}:{self.port}"
 
-    async def run(self, stop: asyncio.Event, ready: Callable[[], None] = lambda: None) -> None:
+    async def run(self, stop: asyncio.Event, ready: Callable[[], None] = lambda: None,
+                  force: Optional[asyncio.Event] = None) -> None:
         self.transport.loop = asyncio.get_running_loop()
         self.worker.start()
         limits = self.config.limits
         try:
-            async with serve(self.transport.handle, self.config.host, self.config.port,
+            async with await _listen(self.transport.handle, self.config.host, self.config.port,
                              process_request=self.transport.check_request, max_size=limits.max_message_bytes,
                              max_queue=4, compression=None,
                              # Blender holds the GIL through a capture render, so a client may not answer a
@@ -79,16 +91,86 @@ class ControlBridgeServer:
                 self.log(f"Outputs go to {self.config.output_dir}")
                 ready()
                 await stop.wait()
+                await self._shut_down(server, force or asyncio.Event())
         finally:
             self.scheduler.close()
             self.worker.join(timeout=30)
 
+    async def _shut_down(self, server, force: asyncio.Event) -> None:
+        start = time.monotonic()
+        self.transport.shutting_down = True
+        server.close(close_connections=False)    # no new connections; the open ones get their results
+        ended = self.transport.end_queued_jobs("the server is shutting down: this queued job will not run "
+                                               "(submit it again when the server is back)")
+        grace = self.config.shutdown_grace_s
+        self.log(f"Shutting down: {ended} queued job(s) ended; the running job may finish (up to {grace:g} s; "
+                 f"signal again to stop at once)")
+        self.scheduler.close()                   # the worker finishes its job, then takes no other
+        finished = asyncio.ensure_future(asyncio.to_thread(self.worker.join, grace))
+        forced = False
+        while not finished.done():
+            if force.is_set() and not forced:
+                forced = True
+                self.log("Stopping at once: the running job is cancelled")
+                for client_id in list(self.transport.connections):
+                    self.scheduler.cancel(client_id)
+            await asyncio.sleep(0.05)
+        if time.monotonic() - start >= grace:
+            self.log(f"The running job did not finish within {grace:g} s; stopping without it")
+        await self.transport.flush_and_close(10, "server shutting down")
+        self.log(f"ControlBridge stopped after {time.monotonic() - start:.1f} s "
+                 f"({'forced' if forced else 'running job finished'}; {ended} queued job(s) ended).")
+
+
+async def _listen(*args, **kwargs):
+    """websockets' serve(), with a busy port as one clear ValueError."""
+    try:
+        return await serve(*args, **kwargs)
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            raise ValueError(_port_in_use(args[1], args[2])) from None
+        raise
+
+
+def _port_in_use(host: str, port: int) -> str:
+    return f"port {port} on {host} is already in use (another ControlBridge server?); choose one with --port"
+
+
+def check_port_free(host: str, port: int) -> None:
+    """ValueError when something listens on host:port already (port 0 is always free)."""
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # as the server will: TIME_WAIT is no conflict
+        try:
+            probe.bind((host.strip("[]"), port))
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise ValueError(_port_in_use(host, port)) from None
+            raise
+
 
 def serve_forever(config: ServerConfig, log: Callable[[str], None] = print) -> None:
+    """Serve until SIGTERM or SIGINT (graceful: see the module doc); a second signal stops at once."""
     server = ControlBridgeServer(config, log=log)
 
     async def main():
-        await server.run(asyncio.Event())
+        loop = asyncio.get_running_loop()
+        stop, force = asyncio.Event(), asyncio.Event()
+
+        def on_signal(name: str) -> None:
+            if stop.is_set():
+                force.set()
+            else:
+                log(f"{name} received: stopping")
+                stop.set()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, on_signal, sig.name)
+            except (NotImplementedError, RuntimeError):   # Windows: Ctrl-C arrives as KeyboardInterrupt
+                pass
+        await server.run(stop, force=force)
 
     try:
         asyncio.run(main())
@@ -122,20 +204,23 @@ class ServerThread:
 
     def _main(self) -> None:
         async def main():
-            self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
-            await self.server.run(self._stop, self._ready.set)
+            self._loop, self._stop, self._force = asyncio.get_running_loop(), asyncio.Event(), asyncio.Event()
+            await self.server.run(self._stop, self._ready.set, self._force)
         try:
             asyncio.run(main())
         except BaseException as e:  # noqa: BLE001 - reported to start()
             self._error = e
             self._ready.set()
 
-    def stop(self) -> None:
+    def stop(self, graceful: bool = False) -> None:
+        """Stop the server; `graceful` lets the running job finish (as SIGTERM does), else it is cancelled."""
         if not self._thread.is_alive():
             return
         if self._loop is not None and self._stop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(timeout=30)
+            if not graceful:
+                self._loop.call_soon_threadsafe(self._force.set)
+        self._thread.join(timeout=30 + (self.server.config.shutdown_grace_s if graceful else 0))
 
     def __enter__(self):
         return self.start()

@@ -19,6 +19,13 @@ class Limits:
     max_steps: int = 150
     max_queued_per_client: int = 64
     max_batch: int = 16
+    # Memory one client (or many) can make the server hold; see README "Security".
+    max_queued_input_bytes: int = 2 * 2**30     # decoded inputs of every queued job, all clients together
+    max_outbox_bytes: int = 256 * 2**20         # messages waiting for one slow reader; beyond it, it is closed
+    max_message_attachment_bytes: int = 320 * 2**20   # all attachments one message announces
+    attachment_deadline_s: int = 60             # announced attachments must all arrive within this
+    max_connections: int = 128
+    max_connections_per_address: int = 64       # every local client shares 127.0.0.1
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -38,12 +45,26 @@ class ServerConfig:
     memory_budget_gb: Optional[float] = None  # loaded models beyond this are unloaded, least recently used first
     accelerate: bool = False      # the speed-ups of engine/acceleration.py on CPU too (always on a GPU)
     compile: bool = False         # torch.compile the UNet and ControlNets
+    shutdown_grace_s: float = 300.0   # on SIGTERM/SIGINT the running job may finish within this
 
     def check(self) -> None:
         """Refuse unsafe setups before anything listens."""
         if not self.token and not is_loopback(self.host):
             raise ValueError(f"listening on {self.host} exposes the GPU to the network: "
                              f"set a token with --token (or CONTROLBRIDGE_TOKEN)")
+        check_output_dir(Path(self.output_dir))
+
+
+def check_output_dir(path: Path) -> None:
+    """Results can be written to `path` (created if absent); ValueError saying why not."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".controlbridge-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise ValueError(f"the output folder {path} is not usable ({e.strerror or e}); choose another with "
+                         f"--output-dir") from None
 
 
 def is_loopback(host: str) -> bool:

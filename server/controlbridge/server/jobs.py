@@ -5,6 +5,7 @@ server offers; each failure is a ProtocolError with a specific code and a messag
 """
 import hashlib
 import json
+import math
 import secrets
 import threading
 import uuid
@@ -16,6 +17,7 @@ from controlbridge_protocol.settings import MAX_SEED, RANDOM_SEED
 
 from ..engine.generate import HIRES_BUILTIN, JobInputs
 from ..engine.model_manager import ModelManager, WrongFamily
+from ..engine.resolution import center_crop_box
 from ..library.scan import LibraryError
 from ..engine.samplers import SAMPLERS, step_limit
 from ..imaging.codecs import decode_control_map, decode_rgb, decode_scalar
@@ -165,6 +167,9 @@ def prepare_job(msg: Generate, client_id: str, offer: ServerOffer, live: bool = 
             raise _fail(ErrorCode.BAD_MESSAGE,
                         f"unknown attachment {att.name!r}; expected {', '.join(ATTACHMENT_NAMES)}")
         _check_size(f"attachment '{att.name}'", att.width, att.height, offer.limits)
+        if att.far is not None and not (math.isfinite(att.far) and att.far > 0):
+            raise _fail(ErrorCode.OUT_OF_RANGE, f"attachment '{att.name}': far is {att.far}; it must be a positive "
+                                                f"distance in scene units (or left out: no background)")
         atts[att.name] = att
     if "color" not in atts:
         raise _fail(ErrorCode.MISSING_ATTACHMENT, "generate needs a 'color' attachment (the camera's image)")
@@ -185,7 +190,7 @@ def prepare_job(msg: Generate, client_id: str, offer: ServerOffer, live: bool = 
     for name, att in atts.items():
         if name == "color":
             continue
-        if name == "depth" and att.is_scalar:   # raw_f32 or exr: raw depth, normalized on the worker
+        if name == "depth" and att.encoding == "raw_f32":
             inputs.depth_raw, inputs.depth_far = decode_scalar(att), att.far
         else:
             inputs.control_maps[name] = decode_control_map(att)
@@ -193,3 +198,15 @@ def prepare_job(msg: Generate, client_id: str, offer: ServerOffer, live: bool = 
     seed = s.seed if s.seed != RANDOM_SEED else secrets.randbelow(2**32)
     return Job(id=uuid.uuid4().hex[:10], client_id=client_id, request_id=msg.request_id,
                settings=s.replace(seed=seed), inputs=inputs, attachments=atts, live=live)
+
+
+def crop_notice(job: Job) -> str:
+    """A sentence for the user when the output's aspect differs from the color image's (the inputs get cropped)."""
+    s, (h, w) = job.settings, job.inputs.color.shape[:2]
+    if s.width is None:
+        return ""
+    x0, y0, x1, y1 = center_crop_box(w, h, s.width / s.height)
+    if (x1 - x0, y1 - y0) == (w, h):
+        return ""
+    return (f"the output {s.width}x{s.height} has another aspect than the color image {w}x{h}: the inputs are "
+            f"centre-cropped to {x1 - x0}x{y1 - y0} first")

@@ -6,13 +6,15 @@ The inputs folder is written first and the result PNG last (atomically), so a PN
 and both are on disk before the result is announced. Nothing a client sends becomes a path.
 """
 import datetime
+import importlib.metadata
 import io
 import json
 import os
+import platform
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Optional
 
 import numpy as np
 from PIL import Image
@@ -20,11 +22,12 @@ from PIL import Image
 from controlbridge_protocol import ImageAttachment, JobSettings
 
 from ..imaging.codecs import encode_image, read_png_text
+from ..library.hashing import file_sha256
 
 METADATA_KEY = "controlbridge"        # PNG text chunk with the job as JSON
 A1111_KEY = "parameters"              # the line other tools (A1111, Civitai) read
 METADATA_FORMAT = 1
-_EXTENSIONS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp", "exr": ".exr", "raw_rgba8": ".png", "raw_f32": ".npy"}
+_EXTENSIONS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp", "raw_rgba8": ".png", "raw_f32": ".npy"}
 
 
 @dataclass
@@ -39,8 +42,9 @@ def safe_prefix(prefix: str) -> str:
     return cleaned or "controlbridge"
 
 
-def save_job(output_dir: Path, job_id: str, settings: JobSettings, model: dict, working_size,
-             image: np.ndarray, attachments: Dict[str, ImageAttachment]) -> SavedJob:
+def save_job(output_dir: Path, job_id: str, settings: JobSettings, model, out, attachments: Dict[str, ImageAttachment],
+             model_path: Optional[Path] = None) -> SavedJob:
+    """`model` is the LoadedModel that ran the job, `out` its JobOutput; OSError when the folder is unusable."""
     output_dir = Path(output_dir).resolve()
     output_dir.mkdir(parents=True, exist_ok=True)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -55,13 +59,39 @@ def save_job(output_dir: Path, job_id: str, settings: JobSettings, model: dict, 
         _write_atomic(path, _input_bytes(att))
         inputs[name] = {"file": f"{inputs_dir.name}/{path.name}", "encoding": att.encoding,
                         "width": att.width, "height": att.height, "far": att.far}
-
-    metadata = {"format": METADATA_FORMAT, "job_id": job_id, "created": datetime.datetime.now().isoformat(),
-                "settings": settings.to_dict(), "model": model, "working_size": list(working_size),
-                "size": [int(image.shape[1]), int(image.shape[0])], "inputs": inputs}
-    text = {METADATA_KEY: json.dumps(metadata), A1111_KEY: a1111_parameters(settings, model, image.shape)}
-    _write_atomic(result_path, encode_image(image, "png", text))
+    metadata = job_metadata(job_id, settings, model, out, inputs, model_path)
+    _write_atomic(result_path, _png(out.image, settings, metadata))
     return SavedJob(result_path, metadata)
+
+
+def result_png(settings: JobSettings, model, out) -> bytes:
+    """The result PNG with its settings embedded, for a client when saving it failed (no inputs on disk)."""
+    return _png(out.image, settings, job_metadata("", settings, model, out, {}, None))
+
+
+def job_metadata(job_id: str, settings: JobSettings, model, out, inputs: dict, model_path: Optional[Path]) -> dict:
+    described = dict(model.describe(), device=str(model.device), dtype=model.dtype_name,
+                     sha256=file_sha256(model_path) if model_path else None)
+    return {"format": METADATA_FORMAT, "job_id": job_id, "created": datetime.datetime.now().isoformat(),
+            "settings": settings.to_dict(), "model": described, "working_size": list(out.working_size),
+            "size": [int(out.image.shape[1]), int(out.image.shape[0])], "inputs": inputs,
+            "software": software_versions()}
+
+
+def software_versions() -> dict:
+    from .. import __version__
+    found = {"controlbridge": __version__, "python": platform.python_version()}
+    for package in ("torch", "diffusers", "transformers"):
+        try:
+            found[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            found[package] = None
+    return found
+
+
+def _png(image: np.ndarray, settings: JobSettings, metadata: dict) -> bytes:
+    text = {METADATA_KEY: json.dumps(metadata), A1111_KEY: a1111_parameters(settings, metadata["model"], image.shape)}
+    return encode_image(image, "png", text)
 
 
 def read_job(png_path: Path) -> dict:
@@ -84,7 +114,7 @@ def load_input(png_path: Path, entry: dict) -> ImageAttachment:
     if encoding == "raw_rgba8":
         with Image.open(path) as img:
             return ImageAttachment.raw_rgba8(name, w, h, img.convert("RGBA").tobytes())
-    return ImageAttachment(name, encoding, w, h, path.read_bytes(), entry.get("far"))   # exr keeps its far
+    return ImageAttachment.encoded(name, encoding, w, h, path.read_bytes())
 
 
 def a1111_parameters(settings: JobSettings, model: dict, shape) -> str:

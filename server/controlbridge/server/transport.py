@@ -3,13 +3,19 @@
 Security, checked before the websocket opens: a browser Origin not on the allow-list is refused (a web
 page must not drive a local GPU server; `Origin: null` is refused too), a Host header that is not a
 loopback name is refused while listening on loopback (DNS rebinding), and a token, when set, is required
-as `Authorization: Bearer <token>`.
+as `Authorization: Bearer <token>`. Each of these headers may appear once.
+
+Memory bounds (all in `welcome.limits`): connections in total and per address, a byte budget for the inputs of
+every queued job together, a bounded outbox per client (a slow reader loses previews first, then is closed with
+1008) and a deadline for attachments a message announced.
 """
 import asyncio
 import hmac
 import logging
+import re
 import secrets
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
@@ -25,21 +31,33 @@ from controlbridge_protocol import (PROTOCOL_VERSION, RANDOM_SEED, Accepted, Can
 from controlbridge_protocol.framing import MessageReader, encode
 from controlbridge_protocol.messages import CLIENT_MESSAGES
 
+from .budget import InputBudget, job_input_bytes
 from .config import ServerConfig, is_loopback
 from .history import History
-from .jobs import ServerOffer, frame_fingerprint, prepare_job
+from .jobs import ServerOffer, crop_notice, frame_fingerprint, prepare_job
 from .scheduler import FairScheduler
 
 log = logging.getLogger("controlbridge.transport")
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]", "::1")
 PREVIEW_BACKLOG = 8     # when this many messages wait for a slow client, previews are dropped
+# RFC 3986 host [":" port]: a name or IPv4 address, or an IPv6 address in brackets. Nothing else (no "user@").
+HOST_HEADER = re.compile(r"^(\[[0-9a-f:.]+\]|[a-z0-9._-]+)(:[0-9]{1,5})?$")
+SINGLE_HEADERS = ("Host", "Origin", "Authorization")
+MESSAGE_OVERHEAD = 1024   # bytes a queued message is counted beyond its attachments (its JSON, bookkeeping)
+
+
+def message_bytes(message) -> int:
+    return MESSAGE_OVERHEAD + sum(len(a.data) for a in message.attachments())
 
 
 @dataclass
 class Connection:
     id: str
     ws: ServerConnection
-    outbox: asyncio.Queue = field(default_factory=asyncio.Queue)
+    outbox: deque = field(default_factory=deque)        # (message, bytes) waiting to be sent
+    outbox_bytes: int = 0                               # counted until the message is written
+    outbox_ready: asyncio.Event = field(default_factory=asyncio.Event)
+    closing: bool = False                               # dropped for not reading: send nothing more
     client_name: str = ""
     greeted: bool = False
     live_fingerprint: Optional[str] = None   # the newest live frame that was or will be rendered
@@ -57,27 +75,53 @@ class WebsocketTransport:
         self.welcome = welcome
         self.connections: Dict[str, Connection] = {}
         self.loop: Optional[asyncio.AbstractEventLoop] = None
+        self.budget = InputBudget(config.limits.max_queued_input_bytes)
+        self.shutting_down = False
+        self.peak_outbox_bytes = 0       # the most any one client had waiting (for tests and the soak)
 
     # ---- before the websocket opens -----------------------------------------------------------
 
     def check_request(self, connection: ServerConnection, request):
         headers = request.headers
+        for name in SINGLE_HEADERS:
+            if len(headers.get_all(name)) > 1:
+                return connection.respond(HTTPStatus.BAD_REQUEST, f"more than one {name} header\n")
+        if self.shutting_down:
+            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "the server is shutting down\n")
         origin = headers.get("Origin")
         if origin is not None and origin not in self.config.allowed_origins:
             log.warning("refused a connection from web origin %r", origin)
             return connection.respond(HTTPStatus.FORBIDDEN,
                                       f"web origin {origin!r} is not allowed (see --allow-origin)\n")
-        if is_loopback(self.config.host):
-            host = (headers.get("Host") or "").lower()
-            name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-            if name not in LOOPBACK_NAMES:
-                return connection.respond(HTTPStatus.FORBIDDEN, f"host {host!r} is not this machine\n")
+        host = (headers.get("Host") or "").lower()
+        parsed = HOST_HEADER.match(host)
+        if parsed is None:
+            return connection.respond(HTTPStatus.BAD_REQUEST, f"malformed Host header {host!r}\n")
+        if is_loopback(self.config.host) and parsed.group(1) not in LOOPBACK_NAMES:
+            return connection.respond(HTTPStatus.FORBIDDEN, f"host {host!r} is not this machine\n")
         if self.config.token:
             given = headers.get("Authorization", "")
             expected = f"Bearer {self.config.token}"
             if not hmac.compare_digest(given.encode(), expected.encode()):
                 why = "wrong token" if given else "this server requires a token"
                 return connection.respond(HTTPStatus.UNAUTHORIZED, f"{why}\n")
+        return self._check_connection_limits(connection)
+
+    def _check_connection_limits(self, connection: ServerConnection):
+        """Every TCP connection the server holds counts, handshakes in progress included."""
+        limits = self.config.limits
+        others = [c for c in connection.server.all_connections if c is not connection]
+        if len(others) >= limits.max_connections:
+            log.warning("refused a connection: %d open (limit)", len(others))
+            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, f"this server already has {len(others)} "
+                                      f"connections (its limit is {limits.max_connections}); try again later\n")
+        address = _address(connection)
+        same = sum(1 for c in others if _address(c) == address)
+        if same >= limits.max_connections_per_address:
+            log.warning("refused a connection from %s: %d open from there (limit)", address, same)
+            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE,
+                                      f"{same} connections from {address} already (the limit per address is "
+                                      f"{limits.max_connections_per_address})\n")
         return None
 
     # ---- one connection -----------------------------------------------------------------------
@@ -85,11 +129,27 @@ class WebsocketTransport:
     async def handle(self, ws: ServerConnection) -> None:
         conn = Connection(uuid.uuid4().hex[:8], ws)
         self.connections[conn.id] = conn
+        log.info("connection %s opened from %s", conn.id, _address(ws))
         sender = asyncio.create_task(self._send_loop(conn))
-        reader = MessageReader(CLIENT_MESSAGES)
+        limits = self.config.limits
+        reader = MessageReader(CLIENT_MESSAGES, max_attachment_bytes=limits.max_message_attachment_bytes)
+        deadline = None
         try:
-            async for frame in ws:
-                for item in reader.feed(frame):
+            while True:
+                # Attachments a message announced must all arrive in time, or what came of them is dropped.
+                if reader.waiting_for_attachments and deadline is None:
+                    deadline = self.loop.time() + limits.attachment_deadline_s
+                elif not reader.waiting_for_attachments:
+                    deadline = None
+                try:
+                    frame = await asyncio.wait_for(ws.recv(), None if deadline is None
+                                                   else max(0.0, deadline - self.loop.time()))
+                    items = reader.feed(frame)
+                except asyncio.TimeoutError:
+                    log.warning("client %s: announced attachments overdue, dropped", conn.client_name or conn.id)
+                    items = reader.give_up_waiting(f"within {limits.attachment_deadline_s} s")
+                    deadline = None
+                for item in items:
                     try:
                         await self._dispatch(conn, item)
                     except Exception as e:  # noqa: BLE001 - a bug in one request must not drop the client
@@ -101,22 +161,72 @@ class WebsocketTransport:
         finally:
             del self.connections[conn.id]
             self.scheduler.forget(conn.id)   # a client that left takes its jobs with it
-            log.info("client %s left", conn.client_name or conn.id)
+            log.info("connection %s closed (%s)", conn.id, conn.client_name or "unnamed client")
             sender.cancel()
 
     async def _send_loop(self, conn: Connection) -> None:
         try:
             while True:
-                message = await conn.outbox.get()
-                for frame in encode(message):     # one message and its attachments, nothing in between
-                    await conn.ws.send(frame)
+                while not conn.outbox:
+                    conn.outbox_ready.clear()
+                    await conn.outbox_ready.wait()
+                message, size = conn.outbox.popleft()
+                try:
+                    for frame in encode(message):     # one message and its attachments, nothing in between
+                        await conn.ws.send(frame)
+                finally:
+                    conn.outbox_bytes -= size
         except ConnectionClosed:
             pass
 
     def _send(self, conn: Connection, message) -> None:
-        if isinstance(message, Progress) and message.preview is not None and conn.outbox.qsize() >= PREVIEW_BACKLOG:
+        if conn.closing:
+            return
+        limit = self.config.limits.max_outbox_bytes
+        if isinstance(message, Progress) and message.preview is not None and (
+                len(conn.outbox) >= PREVIEW_BACKLOG or conn.outbox_bytes + message_bytes(message) > limit // 2):
             message = Progress(message.job_id, message.step, message.total, None, message.status)   # no previews for a slow client
-        conn.outbox.put_nowait(message)
+        size = message_bytes(message)
+        if conn.outbox_bytes + size > limit:
+            self._drop_slow_reader(conn, size)
+            return
+        conn.outbox.append((message, size))
+        conn.outbox_bytes += size
+        self.peak_outbox_bytes = max(self.peak_outbox_bytes, conn.outbox_bytes)
+        conn.outbox_ready.set()
+
+    def _drop_slow_reader(self, conn: Connection, size: int) -> None:
+        mib = (conn.outbox_bytes + size) / 2**20
+        limit_mib = self.config.limits.max_outbox_bytes / 2**20
+        log.warning("closing client %s: it is not reading (%.0f MiB waiting, limit %.0f MiB)",
+                    conn.client_name or conn.id, mib, limit_mib)
+        conn.closing = True
+        conn.outbox.clear()          # frees the messages now; the one being written finishes or fails
+        self.scheduler.cancel(conn.id)
+        # A close reason is at most 123 bytes.
+        asyncio.ensure_future(conn.ws.close(1008, f"not reading: {mib:.0f} MiB waiting, limit {limit_mib:.0f} MiB"))
+
+    async def flush_and_close(self, timeout: float, reason: str) -> None:
+        """At shutdown: give every client a moment to receive what is queued for it, then close with 1001."""
+        loop = self.loop
+        end = loop.time() + timeout
+        while any(c.outbox or c.outbox_bytes > 0 for c in self.connections.values()) and loop.time() < end:
+            await asyncio.sleep(0.05)
+        await asyncio.gather(*(c.ws.close(1001, reason) for c in list(self.connections.values())),
+                             return_exceptions=True)
+
+    def end_queued_jobs(self, why: str) -> int:
+        """At shutdown: every queued job ends with a `shutting_down` error saying why; returns how many."""
+        ended = 0
+        for conn in list(self.connections.values()):
+            for job_id in self.scheduler.snapshot(conn.id)["your_jobs"]:   # queued ones; the running job finishes
+                for job in self.scheduler.cancel(conn.id, job_id):
+                    ended += 1
+                    if job.live:
+                        self._send(conn, LiveSkipped(job.request_id, "stopped"))
+                    else:
+                        self._send(conn, JobError(ErrorCode.SHUTTING_DOWN, why, job.id, job.request_id))
+        return ended
 
     def emit(self, client_id: str, message) -> None:
         """Thread-safe delivery, for the device worker."""
@@ -143,7 +253,7 @@ class WebsocketTransport:
         elif isinstance(item, Cancel):
             self._cancel(conn, item)
         elif isinstance(item, Ping):
-            self._send(conn, Pong(**self.scheduler.snapshot(conn.id)))
+            self._send(conn, Pong(**self.scheduler.snapshot(conn.id), models=self.offer.models.describe_loaded()))
         elif isinstance(item, HistoryRequest):
             self._history_page(conn, item)
         elif isinstance(item, HistoryGet):
@@ -162,10 +272,14 @@ class WebsocketTransport:
         self._send(conn, self.welcome())
 
     async def _generate(self, conn: Connection, msg: Generate) -> None:
+        if self._refuse_while_stopping(conn, msg):
+            return
         if self.scheduler.queued_for(conn.id) >= self.offer.limits.max_queued_per_client:
             self._send(conn, JobError(ErrorCode.LIMIT_EXCEEDED,
                                       f"{self.offer.limits.max_queued_per_client} jobs already queued for this "
                                       f"client; wait for some to finish", None, msg.request_id))
+            return
+        if not self._room_for(conn, msg, sum(len(a.data) for a in msg.images)):   # before decoding anything
             return
         try:
             # Decoding images takes milliseconds: off the loop, so other clients are not held up.
@@ -173,12 +287,41 @@ class WebsocketTransport:
         except ProtocolError as e:
             self._send(conn, JobError(e.code, e.message, None, msg.request_id))
             return
-        if conn.id not in self.connections:
+        if conn.id not in self.connections or conn.closing:
+            return
+        if not self._reserve(conn, msg, job):
             return
         position = self.scheduler.submit(job)
-        self._send(conn, Accepted(msg.request_id, job.id, position))   # before the worker can report progress
+        # before the worker can report progress
+        self._send(conn, Accepted(msg.request_id, job.id, position, crop_notice(job)))
+
+    def _refuse_while_stopping(self, conn: Connection, msg: Generate) -> bool:
+        if self.shutting_down:
+            self._send(conn, JobError(ErrorCode.SHUTTING_DOWN, "the server is shutting down and takes no new jobs",
+                                      None, msg.request_id))
+        return self.shutting_down
+
+    def _room_for(self, conn: Connection, msg: Generate, nbytes: int) -> bool:
+        if self.budget.room_for(nbytes):
+            return True
+        self._send(conn, JobError(ErrorCode.LIMIT_EXCEEDED, self._budget_full(nbytes), None, msg.request_id))
+        return False
+
+    def _reserve(self, conn: Connection, msg: Generate, job) -> bool:
+        nbytes = job_input_bytes(job)
+        if self.budget.reserve(job, nbytes):
+            return True
+        self._send(conn, JobError(ErrorCode.LIMIT_EXCEEDED, self._budget_full(nbytes), None, msg.request_id))
+        return False
+
+    def _budget_full(self, nbytes: int) -> str:
+        return (f"the server is full: queued jobs hold {self.budget.used / 2**20:.0f} MiB of inputs, this one needs "
+                f"{nbytes / 2**20:.1f} MiB more and the limit is {self.budget.limit / 2**20:.0f} MiB; "
+                f"try again when some jobs have finished")
 
     async def _live_frame(self, conn: Connection, msg: LiveFrame) -> None:
+        if self._refuse_while_stopping(conn, msg):
+            return
         if msg.settings.seed == RANDOM_SEED:
             # A fixed seed for the whole session keeps consecutive frames stable.
             conn.live_seed = conn.live_seed if conn.live_seed is not None else secrets.randbelow(2**32)
@@ -192,7 +335,9 @@ class WebsocketTransport:
         except ProtocolError as e:
             self._send(conn, JobError(e.code, e.message, None, msg.request_id))
             return
-        if conn.id not in self.connections:
+        if conn.id not in self.connections or conn.closing:
+            return
+        if not self._reserve(conn, msg, job):
             return
         conn.live_fingerprint = fingerprint
         _, superseded = self.scheduler.submit_live(job)
@@ -215,6 +360,8 @@ class WebsocketTransport:
     async def _history_get(self, conn: Connection, msg: HistoryGet) -> None:
         # Errors leave job_id empty: the id may be a job still in flight, whose own failure this is not.
         entry = self.history.get(msg.job_id)   # looked up, never turned into a path
+        if conn.closing:
+            return
         if entry is None:
             self._send(conn, JobError(ErrorCode.UNKNOWN_JOB, f"no saved result of job {msg.job_id!r} on this server "
                                       f"(see 'history' for the ids)", None, msg.request_id))
@@ -237,3 +384,8 @@ class WebsocketTransport:
             return
         for job in self.scheduler.cancel(conn.id, msg.job_id):
             self._send(conn, Cancelled(job.id))
+
+
+def _address(connection: ServerConnection) -> str:
+    address = connection.remote_address
+    return str(address[0]) if address else "?"

@@ -18,7 +18,9 @@ from ..engine.model_manager import ModelManager
 from ..imaging.codecs import encode_image, to_attachment
 from .history import History
 from .jobs import Job
-from .outputs import save_job
+from ..library.hashing import model_file
+from .job_log import log_job
+from .outputs import result_png, save_job
 from .scheduler import FairScheduler
 
 log = logging.getLogger("controlbridge.worker")
@@ -72,19 +74,32 @@ class DeviceWorker:
             def status(text):
                 self.emit(job.client_id, Progress(job.id, 0, 0, None, text))
 
+            started = time.perf_counter()
             try:
                 model = self.models.get(settings.model, status)
                 out = generate(model, settings, job.inputs, on_step, lambda: job.cancelled,
                                self.resources(model, settings, status))
-                saved = save_job(self.output_dir, job.id if batch == 1 else f"{job.id}-{index + 1}", settings,
-                                 model.describe(), out.working_size, out.image, job.attachments)
             except JobCancelled:
+                log_job(job, settings, started, "cancelled")
                 self.emit(job.client_id, Cancelled(job.id))
                 return
             except Exception as e:  # noqa: BLE001 - one failed job must not stop the worker
                 log.error("job %s failed:\n%s", job.id, traceback.format_exc())
+                log_job(job, settings, started, f"error {ErrorCode.INTERNAL}")
                 self.emit(job.client_id, JobError(ErrorCode.INTERNAL, _explain(e), job.id, job.request_id))
                 return
+            try:
+                saved = save_job(self.output_dir, job.id if batch == 1 else f"{job.id}-{index + 1}", settings,
+                                 model, out, job.attachments, model_file(self.models, model.name))
+            except OSError as e:   # the image is made: the client still gets it, and is told it is not on disk
+                save_error = f"saving failed: could not write {e.filename or self.output_dir} ({e.strerror or e})"
+                log_job(job, settings, started, save_error, model.name)
+                png = result_png(settings, model, out) if settings.result_encoding == "png" else None
+                self.emit(job.client_id, Result(job.id, job.request_id, settings, settings.seed, "",
+                                                _result_image(out.image, settings.result_encoding, png),
+                                                save_error=save_error))
+                continue
+            log_job(job, settings, started, f"saved {saved.path}", model.name)
             self.history.add(saved.path, saved.metadata)   # before `result`: whoever got it finds it in history
             # A png result is the very file on disk, metadata included.
             png = saved.path.read_bytes() if settings.result_encoding == "png" else None
