@@ -204,3 +204,22 @@ def test_sigterm_lets_the_running_job_finish(spawn_server):               # item
     assert spawned.process.wait(timeout=60) == 0
     output = spawned.process.stdout.read()
     assert "SIGTERM received" in output and "ControlBridge stopped" in output
+
+
+def test_a_busy_port_is_one_clear_line_before_any_model_loads(capsys):   # item 12
+    from controlbridge.cli import main
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        started = time.monotonic()
+        assert main(["serve", "--port", str(port), "--model", "nosuch-model-folder"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: port {port} on 127.0.0.1 is already in use (another ControlBridge server?); "
+                   f"choose one with --port"]
+    assert time.monotonic() - started < 30
+
+
+def test_demo_folder_is_ignored_by_git():                                  # item 21
+    from pathlib import Path
+    assert "controlbridge-demo/" in (Path(__file__).resolve().parents[1] / ".gitignore").read_text().splitlines()
