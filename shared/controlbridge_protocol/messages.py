@@ -209,10 +209,12 @@ class Pong(Message):
     queued: int = 0            # jobs waiting, all clients together
     running: Optional[str] = None   # the job on the device now, if it is this client's
     your_jobs: List[str] = field(default_factory=list)
+    # each loaded model: {"name", "family", "components": {component: {"dtype", "device"}}}
+    models: List[dict] = field(default_factory=list)
 
     @classmethod
     def from_json(cls, d, attachments):
-        return cls(d.get("queued", 0), d.get("running"), list(d.get("your_jobs") or []))
+        return cls(d.get("queued", 0), d.get("running"), list(d.get("your_jobs") or []), list(d.get("models") or []))
 
 
 # ---- live mode: frames stream in, only the newest unprocessed one is kept, results stream out ---------

@@ -1,7 +1,6 @@
 """One ControlNet img2img job on a loaded model: inputs at the working size in, pixels at the output size out."""
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -14,9 +13,9 @@ from ..imaging.codecs import resize_map, resize_rgb
 from ..imaging.depth import depth_to_control
 from ..imaging.estimators import estimate
 from .models import LoadedModel
+from .pipelines import build_pipeline, new_scheduler
 from .previews import latent_preview
 from .resolution import center_crop_box, working_size
-from .samplers import make_scheduler
 
 
 class JobCancelled(Exception):
@@ -77,7 +76,7 @@ def prepare_inputs(model: LoadedModel, settings: JobSettings, inputs: JobInputs,
 
     color = resize_rgb(np.ascontiguousarray(fit(inputs.color)), work_w, work_h)
     maps = {}
-    for name in settings.controlnets:
+    for name in active_controlnets(settings):
         if name in inputs.control_maps:
             maps[name] = resize_map(np.ascontiguousarray(fit(inputs.control_maps[name])), work_w, work_h)
         elif name in settings.estimate:
@@ -95,62 +94,38 @@ def prepare_inputs(model: LoadedModel, settings: JobSettings, inputs: JobInputs,
     return color, maps, (work_w, work_h)
 
 
+def active_controlnets(settings: JobSettings) -> List[str]:
+    """The ControlNets a job runs: a weight of 0 switches one off entirely (no map, no compute)."""
+    return [name for name, cn in settings.controlnets.items() if cn.weight > 0]
+
+
 def pipeline_for(model: LoadedModel, settings: JobSettings, resources: Optional[JobResources] = None):
-    """A pipeline sharing the loaded components, with this job's scheduler, VAE and ControlNets (from_pipe)."""
-    import diffusers
+    """A pipeline over the shared components with this job's scheduler, VAE and ControlNets; casts nothing."""
     resources = resources or JobResources()
-    if model.family == "flux":     # flow matching: the model's own scheduler, fresh
-        scheduler = type(model.base.scheduler).from_config(model.base.scheduler.config)
-    else:
-        scheduler = make_scheduler(settings.sampler, model.base.scheduler.config)
-    # from_pipe would silently drop a tiny autoencoder, so the VAE is always passed explicitly.
     vae = model.taesd if settings.fast_decode else (resources.vae or model.base.vae)
-    parts = {"scheduler": scheduler, "vae": vae}
-    names = list(settings.controlnets)
-    prefix = {"sd15": "StableDiffusion", "sdxl": "StableDiffusionXL", "flux": "Flux"}[model.family]
-    if names:
-        cns = [resources.controlnets.get(n) or model.controlnets[n] for n in names]
-        parts["controlnet"] = cns[0] if len(cns) == 1 else cns
-        cls = getattr(diffusers, f"{prefix}ControlNetImg2ImgPipeline")
-    else:
-        cls = getattr(diffusers, f"{prefix}Img2ImgPipeline")
-    pipe = cls.from_pipe(model.base, **parts)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    controlnets = [resources.controlnets.get(n) or model.controlnets[n] for n in active_controlnets(settings)]
+    return build_pipeline(model, new_scheduler(model, settings.sampler), vae, controlnets)
 
 
-def control_arguments(settings: JobSettings, maps: Dict[str, np.ndarray], family: str = "sd15") -> dict:
-    """The pipeline keyword arguments for the enabled ControlNets (scalars for one, lists for several)."""
-    names = list(settings.controlnets)
+def control_arguments(settings: JobSettings, maps: Dict[str, Any], family: str = "sd15") -> dict:
+    """The pipeline keyword arguments for the active ControlNets: lists, one entry per ControlNet.
+
+    Maps are float (1, H, W, 3) arrays or (1, 3, H, W) tensors in [0, 1]: diffusers reads a bare HxWx3 array as
+    a batch of H images. FLUX takes a lone ControlNet's arguments as scalars.
+    """
+    names = active_controlnets(settings)
     if not names:
         return {}
     cns = [settings.controlnets[n] for n in names]
-    # One (1, H, W, 3) array per ControlNet: diffusers reads a bare HxWx3 array as a batch of H images.
-    args = {"control_image": [maps[n][None] for n in names],
+    args = {"control_image": [maps[n] if isinstance(maps[n], torch.Tensor) else maps[n][None] for n in names],
             "controlnet_conditioning_scale": [c.weight for c in cns],
             "control_guidance_start": [c.start for c in cns],
             "control_guidance_end": [c.end for c in cns]}
     if family == "flux":
         args["control_mode"] = [None] * len(names)   # plain (not union) ControlNets; required for several
-    if len(names) == 1:
-        args = {k: v[0] for k, v in args.items()}
+        if len(names) == 1:
+            args = {k: v[0] for k, v in args.items()}
     return args
-
-
-@contextmanager
-def loras_applied(pipe, loras: List[Tuple[str, float]]):
-    """LoRAs active for one job; unloading afterwards leaves the shared base weights exactly as they were."""
-    if not loras:
-        yield
-        return
-    names = [f"job_lora_{i}" for i in range(len(loras))]
-    try:
-        for name, (path, _) in zip(names, loras):
-            pipe.load_lora_weights(path, adapter_name=name)
-        pipe.set_adapters(names, adapter_weights=[weight for _, weight in loras])
-        yield
-    finally:
-        pipe.unload_lora_weights()
 
 
 def generate(model: LoadedModel, settings: JobSettings, inputs: JobInputs,
@@ -161,26 +136,26 @@ def generate(model: LoadedModel, settings: JobSettings, inputs: JobInputs,
     color, maps, size = prepare_inputs(model, settings, inputs)
     pipe = pipeline_for(model, settings, resources)
     hires = settings.hires
-    with loras_applied(pipe, resources.loras):
-        prompts = model.prompts.pipeline_arguments(pipe, model.family, settings.prompt, settings.negative_prompt,
-                                                   settings.cfg > 1.0, extra_key=tuple(resources.loras))
-        first = _run(pipe, model, settings, prompts, Image.fromarray(color), settings.denoise, settings.steps, maps,
-                     on_step, is_cancelled, "", "latent" if hires and hires.upscaler == "latent" else "np")
-        if hires is not None:
-            size = (_round(size[0] * hires.scale, model.size_multiple), _round(size[1] * hires.scale,
-                                                                                model.size_multiple))
-            _, maps, _ = prepare_inputs(model, settings, inputs, size)
-            if hires.upscaler == "latent":
-                factor = model.base.vae_scale_factor
-                start = torch.nn.functional.interpolate(first, size=(size[1] // factor, size[0] // factor),
-                                                        mode="bilinear")
-            else:
-                pixels = _to_uint8(first)
-                if resources.upscaler is not None:
-                    pixels = resources.upscaler.upscale(pixels)
-                start = Image.fromarray(resize_rgb(pixels, *size))
-            first = _run(pipe, model, settings, prompts, start, hires.denoise, hires.steps or settings.steps, maps,
-                         on_step, is_cancelled, "hires fix", "np")
+    model.loras.apply(pipe, resources.loras)
+    prompts = model.prompts.pipeline_arguments(pipe, model.family, settings.prompt, settings.negative_prompt,
+                                               settings.cfg > 1.0, extra_key=tuple(resources.loras))
+    first = _run(pipe, model, settings, prompts, Image.fromarray(color), settings.denoise, settings.steps, maps,
+                 on_step, is_cancelled, "", "latent" if hires and hires.upscaler == "latent" else "np")
+    if hires is not None:
+        size = (_round(size[0] * hires.scale, model.size_multiple), _round(size[1] * hires.scale,
+                                                                            model.size_multiple))
+        _, maps, _ = prepare_inputs(model, settings, inputs, size)
+        if hires.upscaler == "latent":
+            factor = model.base.vae_scale_factor
+            start = torch.nn.functional.interpolate(first, size=(size[1] // factor, size[0] // factor),
+                                                    mode="bilinear")
+        else:
+            pixels = _to_uint8(first)
+            if resources.upscaler is not None:
+                pixels = resources.upscaler.upscale(pixels)
+            start = Image.fromarray(resize_rgb(pixels, *size))
+        first = _run(pipe, model, settings, prompts, start, hires.denoise, hires.steps or settings.steps, maps,
+                     on_step, is_cancelled, "hires fix", "np")
     out_w, out_h = output_size(settings, inputs)
     controls = {n: (np.clip(m, 0, 1) * 255).round().astype(np.uint8) for n, m in maps.items()}
     return JobOutput(resize_rgb(_to_uint8(first), out_w, out_h), size, controls)

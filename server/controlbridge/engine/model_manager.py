@@ -50,6 +50,13 @@ class ModelManager:
         models += [dict(e.describe(), loaded=False) for e in self.library.list(CHECKPOINT) if e.name not in loaded]
         return models
 
+    def describe_loaded(self) -> List[dict]:
+        """Every loaded model with each component's dtype and device (read from its tensors), for `status`."""
+        from .pipelines import component_report
+        with self._lock:
+            loaded = list(self._loaded.values())
+        return [dict(m.describe(), components=component_report(m)) for m in loaded]
+
     def describe_library(self) -> Dict[str, List[dict]]:
         listing = {kind: [e.describe() for e in self.library.list(kind)]
                    for kind in ("controlnet", "lora", "vae", "upscaler")}

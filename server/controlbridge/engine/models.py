@@ -7,6 +7,7 @@ from typing import Callable, Dict, Optional
 import torch
 
 from .devices import pick_device, pick_dtype
+from .loras import LoraState
 from .prompt_cache import PromptCache
 
 TINY = "tiny"
@@ -46,6 +47,7 @@ class LoadedModel:
     taesd: Optional[object] = None   # AutoencoderTiny, when fast decoding is available
     prompts: PromptCache = field(default_factory=PromptCache)
     named: Dict[str, object] = field(default_factory=dict)   # library ControlNets / VAEs loaded for jobs, by name
+    loras: LoraState = field(default_factory=LoraState)     # the LoRAs now in the shared UNet / text encoder
 
     def describe(self) -> dict:
         return {"name": self.name, "family": self.family, "native_resolution": self.native_resolution}

@@ -40,3 +40,48 @@ def depth_to_control(depth: np.ndarray, far: Optional[float] = None) -> np.ndarr
     inv_near, inv_far = 1.0 / near_z, 1.0 / far_z
     out[valid] = np.clip((1.0 / values - inv_far) / (inv_near - inv_far), 0.0, 1.0)
     return out
+
+
+def depth_to_control_torch(depth: "torch.Tensor", far: Optional[float] = None) -> "torch.Tensor":
+    """The same mapping on a torch tensor, where it lies (the live engine normalizes on the device).
+
+    Equal to `depth_to_control` to float32 rounding (tested): same masking, sign rule, linear-interpolated
+    percentiles (as numpy's default) and inverse-depth mapping. Works in float32 whatever the input dtype.
+    """
+    import torch
+    z = depth.to(torch.float32)
+    if z.ndim != 2:
+        raise ValueError(f"depth must be a 2-D buffer, got shape {tuple(z.shape)}")
+    far_limit = DEFAULT_FAR if far is None else abs(float(far))
+    finite = torch.isfinite(z)
+    # One host sync for the sign rule and emptiness, not one per test.
+    any_pos, any_neg = torch.stack([(finite & (z > 0)).any(), (finite & (z < 0)).any()]).tolist()
+    if any_neg and not any_pos:
+        z = -z
+    valid = finite & (z > 0) & (z < far_limit)
+    values = z[valid]
+    out = torch.zeros_like(z)
+    if values.numel() == 0:
+        return out
+    near_z, far_z = _percentiles(values, ROBUST_PERCENTILES)
+    if float(far_z - near_z) <= 1e-6 * max(abs(float(far_z)), 1e-12):
+        out[valid] = 1.0
+        return out
+    inv_near, inv_far = 1.0 / near_z, 1.0 / far_z
+    out[valid] = ((1.0 / values - inv_far) / (inv_near - inv_far)).clamp(0.0, 1.0)
+    return out
+
+
+def _percentiles(values, percents):
+    """numpy's default ('linear') percentiles; torch.quantile refuses inputs above 16M elements."""
+    import torch
+    ordered = values.sort().values
+    n = ordered.numel()
+    out = []
+    for q in percents:
+        position = q / 100.0 * (n - 1)
+        lo = int(position)
+        hi = min(lo + 1, n - 1)
+        frac = position - lo
+        out.append(ordered[lo] + (ordered[hi] - ordered[lo]) * frac)
+    return torch.stack(out)

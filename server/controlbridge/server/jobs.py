@@ -190,7 +190,7 @@ def prepare_job(msg: Generate, client_id: str, offer: ServerOffer, live: bool = 
     for name, att in atts.items():
         if name == "color":
             continue
-        if name == "depth" and att.encoding == "raw_f32":
+        if name == "depth" and att.is_scalar:   # raw_f32 or exr: raw depth, normalized on the worker
             inputs.depth_raw, inputs.depth_far = decode_scalar(att), att.far
         else:
             inputs.control_maps[name] = decode_control_map(att)

@@ -27,7 +27,7 @@ from ..library.hashing import file_sha256
 METADATA_KEY = "controlbridge"        # PNG text chunk with the job as JSON
 A1111_KEY = "parameters"              # the line other tools (A1111, Civitai) read
 METADATA_FORMAT = 1
-_EXTENSIONS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp", "raw_rgba8": ".png", "raw_f32": ".npy"}
+_EXTENSIONS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp", "exr": ".exr", "raw_rgba8": ".png", "raw_f32": ".npy"}
 
 
 @dataclass
@@ -114,7 +114,7 @@ def load_input(png_path: Path, entry: dict) -> ImageAttachment:
     if encoding == "raw_rgba8":
         with Image.open(path) as img:
             return ImageAttachment.raw_rgba8(name, w, h, img.convert("RGBA").tobytes())
-    return ImageAttachment.encoded(name, encoding, w, h, path.read_bytes())
+    return ImageAttachment(name, encoding, w, h, path.read_bytes(), entry.get("far"))   # exr keeps its far
 
 
 def a1111_parameters(settings: JobSettings, model: dict, shape) -> str:

@@ -1,0 +1,87 @@
+"""Pipelines assembled from a loaded model's shared components, without touching them.
+
+diffusers' `from_pipe` ends with `pipeline.to(dtype)` and defaults that dtype to float32, so one job built
+with it silently turned a bf16 model's shared UNet, ControlNets, text encoder and TAESD into float32. Here the
+pipeline class is constructed directly from the components (its public constructor): nothing is cast or moved,
+and nothing walks the modules, so building one costs well under a millisecond.
+"""
+import inspect
+from typing import Dict, List
+
+import torch
+from diffusers.models.controlnets.multicontrolnet import MultiControlNetModel
+
+from .models import LoadedModel
+from .samplers import make_scheduler
+
+_PREFIX = {"sd15": "StableDiffusion", "sdxl": "StableDiffusionXL", "flux": "Flux"}
+
+
+class SkippingMultiControlNet(MultiControlNetModel):
+    """Runs only the ControlNets whose scale this step is not 0 (weight 0, or outside their start/end window).
+
+    The pipeline multiplies a ControlNet's scale by 0 outside its window but still runs it; its residuals are
+    then exactly zero, so leaving it out gives the same pixels for a fraction of the cost. Used for one
+    ControlNet too, so the skip applies everywhere. When no ControlNet contributes, the UNet runs without
+    residuals, which is what zero residuals mean.
+    """
+
+    def forward(self, sample, timestep, encoder_hidden_states, controlnet_cond, conditioning_scale, **kwargs):
+        down, mid = None, None
+        for image, scale, net in zip(controlnet_cond, conditioning_scale, self.nets):
+            if float(scale) == 0.0:
+                continue
+            d, m = net(sample=sample, timestep=timestep, encoder_hidden_states=encoder_hidden_states,
+                       controlnet_cond=image, conditioning_scale=scale, **kwargs)
+            if down is None:
+                down, mid = list(d), m
+            else:
+                down = [a + b for a, b in zip(down, d)]
+                mid = mid + m
+        return down, mid
+
+
+def new_scheduler(model: LoadedModel, sampler: str):
+    if model.family == "flux":     # flow matching: the model's own scheduler, fresh
+        return type(model.base.scheduler).from_config(model.base.scheduler.config)
+    return make_scheduler(sampler, model.base.scheduler.config)
+
+
+def build_pipeline(model: LoadedModel, scheduler, vae, controlnets: List[torch.nn.Module]):
+    """An img2img pipeline (ControlNet img2img when `controlnets` is not empty) over the shared components."""
+    import diffusers
+    prefix = _PREFIX[model.family]
+    cls = getattr(diffusers, f"{prefix}ControlNetImg2ImgPipeline" if controlnets else f"{prefix}Img2ImgPipeline")
+    parameters = inspect.signature(cls.__init__).parameters
+    parts = {name: component for name, component in model.base.components.items() if name in parameters}
+    parts.update(scheduler=scheduler, vae=vae)
+    for key in ("requires_safety_checker", "force_zeros_for_empty_prompt"):   # the base's own choices
+        if key in parameters and key in model.base.config:
+            parts[key] = model.base.config[key]
+    if "safety_checker" in parameters:
+        parts.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    if controlnets:
+        if model.family == "flux":
+            parts["controlnet"] = controlnets[0] if len(controlnets) == 1 else controlnets
+        else:
+            parts["controlnet"] = SkippingMultiControlNet(controlnets)
+    pipe = cls(**parts)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def component_report(model: LoadedModel) -> Dict[str, Dict[str, str]]:
+    """{component: {"dtype", "device"}} for every module the model holds: what `status` shows a user."""
+    modules = {name: m for name, m in model.base.components.items() if isinstance(m, torch.nn.Module)}
+    modules.update({f"controlnet:{name}": m for name, m in model.controlnets.items()})
+    if model.taesd is not None:
+        modules["taesd"] = model.taesd
+    modules.update({name: getattr(m, "net", m) for name, m in model.named.items()
+                    if isinstance(getattr(m, "net", m), torch.nn.Module)})
+    report = {}
+    for name, module in modules.items():
+        tensors = [t for t in [*module.parameters(), *module.buffers()] if t.is_floating_point()]
+        if tensors:   # every tensor is looked at: a half-upcast module shows as "bfloat16+float32"
+            report[name] = {"dtype": "+".join(sorted({str(t.dtype).replace("torch.", "") for t in tensors})),
+                            "device": "+".join(sorted({str(t.device) for t in tensors}))}
+    return report
