@@ -1,6 +1,6 @@
 """One ControlNet img2img job on a loaded model: inputs at the working size in, pixels at the output size out."""
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -107,17 +107,17 @@ def pipeline_for(model: LoadedModel, settings: JobSettings, resources: Optional[
     return build_pipeline(model, new_scheduler(model, settings.sampler), vae, controlnets)
 
 
-def control_arguments(settings: JobSettings, maps: Dict[str, Any], family: str = "sd15") -> dict:
+def control_arguments(settings: JobSettings, maps: Dict[str, np.ndarray], family: str = "sd15") -> dict:
     """The pipeline keyword arguments for the active ControlNets: lists, one entry per ControlNet.
 
-    Maps are float (1, H, W, 3) arrays or (1, 3, H, W) tensors in [0, 1]: diffusers reads a bare HxWx3 array as
-    a batch of H images. FLUX takes a lone ControlNet's arguments as scalars.
+    Each map goes as a float (1, H, W, 3) array in [0, 1]: diffusers reads a bare HxWx3 array as a batch of H
+    images. FLUX takes a lone ControlNet's arguments as scalars.
     """
     names = active_controlnets(settings)
     if not names:
         return {}
     cns = [settings.controlnets[n] for n in names]
-    args = {"control_image": [maps[n] if isinstance(maps[n], torch.Tensor) else maps[n][None] for n in names],
+    args = {"control_image": [maps[n][None] for n in names],
             "controlnet_conditioning_scale": [c.weight for c in cns],
             "control_guidance_start": [c.start for c in cns],
             "control_guidance_end": [c.end for c in cns]}
