@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="unload least recently used models beyond this (default: 85%% of the GPU, half the RAM)")
     s.add_argument("--compile", action="store_true",
                    help="torch.compile the UNet and ControlNets (slow start, faster frames; GPU)")
+    s.add_argument("--log-json", action="store_true",
+                   help="log one JSON object per line (start-up, connections, jobs, shutdown) for machines")
 
     g = sub.add_parser("generate", help="send one job to a running server and save the result")
     g.add_argument("--url", default=DEFAULT_URL)
@@ -127,6 +129,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 def cmd_serve(args) -> int:
     from .engine.models import ModelSpec
+    from .server import log_setup
     from .server.app import serve_forever
     from .server.config import ServerConfig
     config = ServerConfig(host=args.host, port=args.port, token=args.token or None,
@@ -136,9 +139,10 @@ def cmd_serve(args) -> int:
                                           device=args.device, dtype=args.dtype))
     if args.output_dir:
         config.output_dir = args.output_dir
+    log = log_setup.configure(json_lines=args.log_json).info
     if args.model == "tiny":
-        print(TINY_NOTICE, flush=True)
-    serve_forever(config, log=lambda m: print(m, flush=True))
+        log(TINY_NOTICE)
+    serve_forever(config, log=log)
     return 0
 
 

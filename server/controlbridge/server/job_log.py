@@ -9,7 +9,7 @@ log = logging.getLogger("controlbridge.jobs")
 
 
 def log_job(job, settings, started: float, outcome: str, model: str = "") -> None:
-    fields = {"job": job.id, "client": job.client_id, "model": model or settings.model or "(default)",
+    fields = {"event": "job", "job": job.id, "client": job.client_id, "model": model or settings.model or "(default)",
               "size": f"{settings.width}x{settings.height}" if settings.width else
               f"{job.inputs.color.shape[1]}x{job.inputs.color.shape[0]}",
               "steps": settings.steps, "seconds": round(time.perf_counter() - started, 2), "outcome": outcome}

@@ -129,7 +129,8 @@ class WebsocketTransport:
     async def handle(self, ws: ServerConnection) -> None:
         conn = Connection(uuid.uuid4().hex[:8], ws)
         self.connections[conn.id] = conn
-        log.info("connection %s opened from %s", conn.id, _address(ws))
+        log.info("connection %s opened from %s", conn.id, _address(ws),
+                 extra={"fields": {"event": "connection_opened", "connection": conn.id, "address": _address(ws)}})
         sender = asyncio.create_task(self._send_loop(conn))
         limits = self.config.limits
         reader = MessageReader(CLIENT_MESSAGES, max_attachment_bytes=limits.max_message_attachment_bytes)
@@ -161,7 +162,8 @@ class WebsocketTransport:
         finally:
             del self.connections[conn.id]
             self.scheduler.forget(conn.id)   # a client that left takes its jobs with it
-            log.info("connection %s closed (%s)", conn.id, conn.client_name or "unnamed client")
+            log.info("connection %s closed (%s)", conn.id, conn.client_name or "unnamed client",
+                     extra={"fields": {"event": "connection_closed", "connection": conn.id, "client": conn.client_name}})
             sender.cancel()
 
     async def _send_loop(self, conn: Connection) -> None:
