@@ -9,8 +9,8 @@ from typing import List, Optional
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")   # before transformers is first imported
 
 from controlbridge_protocol import (DEFAULT_URL, Accepted, Client, ConnectionFailed, ControlBridgeError,  # noqa: E402
-                                    ControlNetSettings, Disconnected, HiresSettings, JobError, JobFailed, JobSettings,
-                                    LoraSettings, Progress, Result)
+                                    ControlNetSettings, Disconnected, ErrorCode, HiresSettings, JobError, JobFailed,
+                                    JobSettings, LoraSettings, Progress, Result)
 
 from . import __version__  # noqa: E402
 from .progress_bar import ProgressBar  # noqa: E402
@@ -86,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--cfg", type=float)
     g.add_argument("--strength", "--denoise", dest="denoise", type=float, help="how much of the color to change")
     g.add_argument("--sampler")
+    g.add_argument("--list-samplers", action=_ListSamplers, help="print the sampler names and exit")
     g.add_argument("--depth-weight", type=float, help="0 switches the depth ControlNet off")
     g.add_argument("--canny-weight", type=float, help="0 switches the canny ControlNet off")
     g.add_argument("--canny-low", type=int)
@@ -103,6 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--hires-upscaler", default="lanczos", help="lanczos, latent, or a model from upscale_models/")
     g.add_argument("-o", "--output", type=Path, required=True, help="where to write the result PNG")
 
+    m = sub.add_parser("models", help="list what a running server can use: checkpoints, ControlNets, LoRAs "
+                                      "(with trigger words), VAEs, upscalers, samplers, and files it skipped")
+    m.add_argument("--url", default=DEFAULT_URL)
+    m.add_argument("--token", default=os.environ.get("CONTROLBRIDGE_TOKEN"))
+    m.add_argument("--json", action="store_true", help="print the server's own listing as JSON")
+
     d = sub.add_parser("demo", help="start a server with the tiny model and render a synthetic blockout through it")
     d.add_argument("--out", type=Path, default=Path("controlbridge-demo"), help="folder for inputs and result")
     d.add_argument("--size", type=_size, default=(640, 360))
@@ -118,7 +125,13 @@ def main(argv: Optional[List[str]] = None) -> int:
             return cmd_serve(args)
         if args.command == "generate":
             return cmd_generate(args)
+        if args.command == "models":
+            return cmd_models(args)
         return cmd_demo(args)
+    except JobFailed as e:
+        hint = " (`controlbridge models` lists what the server has)" if e.code == ErrorCode.UNKNOWN_MODEL else ""
+        print(f"error: {e}{hint}", file=sys.stderr)
+        return 1
     except (ControlBridgeError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -144,6 +157,32 @@ def cmd_serve(args) -> int:
         log(TINY_NOTICE)
     serve_forever(config, log=log)
     return 0
+
+
+def cmd_models(args) -> int:
+    import json
+
+    from .model_listing import format_listing
+    with Client(args.url, args.token, f"controlbridge-cli {__version__}") as client:
+        caps = client.capabilities
+    if args.json:
+        print(json.dumps({"models": caps.models, "default_model": caps.default_model, "library": caps.library,
+                          "samplers": caps.samplers}, indent=2))
+    else:
+        print(format_listing(caps, args.url))
+    return 0
+
+
+class _ListSamplers(argparse.Action):
+    """`generate --list-samplers`: print the sampler names and exit, like --version (no other flag needed)."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from .engine.samplers import SAMPLERS
+        print("\n".join(SAMPLERS))
+        parser.exit()
 
 
 def settings_from_args(args, base: Optional[JobSettings] = None) -> JobSettings:

@@ -129,8 +129,10 @@ class Library:
             what = " ".join(filter(None, [e.family, e.kind]))
             raise WrongKind(f"{clean!r} is a {what} (in {e.folder}/), not a {kind}")
         known = sorted(e.name for e in self.list(kind))
+        where = ", ".join(str(r) for r in self.roots)
         hint = f"; {kind}s here: {', '.join(known[:12])}{' ...' if len(known) > 12 else ''}" if known else \
-            f"; no {kind} found in {', '.join(str(r) for r in self.roots)}"
+            f"; no {kind} found in {where}" if where else \
+            "; this server has no models folder (start it with --models-dir, e.g. your ComfyUI models/)"
         raise ModelNotFound(f"no {kind} named {clean!r}{hint}")
 
 
