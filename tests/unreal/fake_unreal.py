@@ -137,6 +137,11 @@ AppMsgType = _enum("AppMsgType", "OK")
 AppReturnType = _enum("AppReturnType", "OK", "NO")
 DynamicGlobalIlluminationMethod = _enum("DynamicGlobalIlluminationMethod", "NONE", "LUMEN", "SCREEN_SPACE", "PLUGIN")
 ReflectionMethod = _enum("ReflectionMethod", "NONE", "LUMEN", "SCREEN_SPACE")
+DesiredImageFormat = _enum("DesiredImageFormat", "PNG", "JPG", "BMP", "EXR")
+
+
+class ImageWriteOptions(_Struct):
+    _fields = ("format", "on_complete", "compression_quality", "overwrite_file", "async_")
 
 
 class PostProcessSettings:
@@ -661,6 +666,49 @@ class RenderingLibrary(Object):
         texture_render_target.released = True
 
 
+class ImageWriteBlueprintLibrary(Object):
+    @classmethod
+    @_recorded
+    def export_to_disk(cls, texture, filename, options):
+        """ImageWriteQueue: a float16 render target written as a half-float RGBA EXR, values untouched. The
+        stand-in supports what the plugin relies on - a blocking (async_ False) EXR export of RTF_RGBA16F."""
+        if options.format is not DesiredImageFormat.EXR or options.async_ is not False:
+            raise AssertionError(f"the fake writes blocking EXR exports only, got {options!r}")
+        if texture.format is not TextureRenderTargetFormat.RTF_RGBA16F:
+            raise AssertionError("the fake exports float16 targets only")
+        write_exr(filename, texture.width, texture.height, [(p.r, p.g, p.b, p.a) for p in texture.pixels])
+
+
+def write_exr(path: str, width: int, height: int, rgba) -> None:
+    import numpy as np
+    import OpenEXR
+
+    pixels = np.asarray(rgba, dtype=np.float32).astype(np.float16).reshape(height, width, 4)
+    header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
+    with OpenEXR.File(header, {"RGBA": pixels}) as exr:
+        exr.write(path)
+
+
+def read_exr_red(path_or_bytes) -> list:
+    """The R channel of an EXR as floats, top row first (to check what the plugin sent)."""
+    import os
+    import tempfile
+
+    import OpenEXR
+
+    path = path_or_bytes
+    if isinstance(path_or_bytes, bytes):
+        fd, path = tempfile.mkstemp(suffix=".exr")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(path_or_bytes)
+    try:
+        with OpenEXR.File(path, separate_channels=True) as exr:
+            return exr.channels()["R"].pixels.astype("float32").ravel().tolist()
+    finally:
+        if isinstance(path_or_bytes, bytes):
+            os.remove(path)
+
+
 class ToolMenu(Object):
     def __init__(self, name=""):
         super().__init__()
@@ -979,7 +1027,7 @@ _EXPORTED = [
     "CameraFilmbackSettings", "SceneCaptureSource", "TextureRenderTargetFormat", "CameraProjectionMode",
     "AttachmentRule", "CollisionEnabled", "ComponentMobility", "MaterialProperty", "MaterialShadingModel",
     "MultiBlockType", "ToolMenuStringCommandType", "AppMsgType", "AppReturnType", "DynamicGlobalIlluminationMethod",
-    "ReflectionMethod", "PostProcessSettings", "Object", "World", "Texture",
+    "ReflectionMethod", "DesiredImageFormat", "ImageWriteOptions", "ImageWriteBlueprintLibrary", "PostProcessSettings", "Object", "World", "Texture",
     "Texture2D", "StaticMesh", "TextureRenderTarget2D", "Factory", "MaterialFactoryNew",
     "MaterialInstanceConstantFactoryNew", "MaterialInterface", "Material", "MaterialInstanceConstant",
     "MaterialInstanceDynamic", "MaterialExpressionTextureSampleParameter2D", "AssetImportTask", "EditorUtilityTask", "ActorComponent",

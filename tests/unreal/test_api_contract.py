@@ -72,6 +72,7 @@ def test_the_scan_really_sees_the_plugin(scan):
         "SceneCaptureComponent2D[hidden_actors]", "SceneCaptureSource.SCS_SCENE_DEPTH",
         "SceneCaptureSource.SCS_FINAL_COLOR_LDR", "TextureRenderTargetFormat.RTF_RGBA16F",
         "RenderingLibrary.read_render_target_raw(normalize=)", "RenderingLibrary.export_render_target",
+        "ImageWriteBlueprintLibrary.export_to_disk", "DesiredImageFormat.EXR", "unreal.ImageWriteOptions()(async_=)",
         "TextureRenderTarget2D[target_gamma]", "SceneCaptureComponent2D[always_persist_rendering_state]",
         "PostProcessSettings[override_dynamic_global_illumination_method]",
         "PostProcessSettings[dynamic_global_illumination_method]", "PostProcessSettings[reflection_method]",

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from ue_paths import PLUGIN_DIR, REPO
+from ue_scene import synthetic_capture
 
 BUILD = PLUGIN_DIR / "build.py"
 PROTOCOL = REPO / "shared" / "controlbridge_protocol"
@@ -104,8 +105,10 @@ STANDALONE = textwrap.dedent("""
     assert websockets.__file__.startswith(sys.argv[2]), websockets.__file__
     assert controlbridge_protocol.__file__.startswith(sys.argv[2]), controlbridge_protocol.__file__
     w, h = 32, 24
-    depth = buffers.prepare_depth([65504.0] * (w * h // 3) + [500.0] * (w * h - w * h // 3), w, h)
-    cap = jobs.Capture(w, h, bytes([100, 110, 120, 255]) * (w * h), depth)
+    # the files the engine's exporters would write (made by the test: numpy/OpenEXR are not in this Python)
+    png, exr = (open(sys.argv[4] + name, "rb").read() for name in ("/color.png", "/depth.exr"))
+    probe = buffers.depth_stats([65504.0] * (w * h // 3) + [500.0] * (w * h - w * h // 3), w, h)
+    cap = jobs.Capture(w, h, png, exr, probe.far, probe)
     s = PluginSettings(prompt="castle", seed=3, steps=3, sampler="euler", denoise=1.0, width=w, height=h)
     worker = Worker(naming.client_name("standalone"))
     worker.submit(1, sys.argv[3], "", jobs.job_settings(s, w, h, "cam"), jobs.attachments(cap))
@@ -141,10 +144,13 @@ def test_built_plugin_runs_without_the_venv(tmp_path, real_wheel, spawn_server):
     server = spawn_server()
     script = tmp_path / "standalone.py"
     script.write_text(STANDALONE)
+    capture = synthetic_capture(32, 24)
+    (tmp_path / "color.png").write_bytes(capture.color_png)
+    (tmp_path / "depth.exr").write_bytes(capture.depth_exr)
     for python in interpreters():
         # -I -S: no venv, no site-packages, no PYTHONPATH - only what the plugin folder brings
         run = subprocess.run([python, "-I", "-S", str(script), str(py), str(py / "Lib" / "site-packages"),
-                              server.url], capture_output=True, text=True, timeout=240)
+                              server.url, str(tmp_path)], capture_output=True, text=True, timeout=240)
         assert run.returncode == 0, f"{python}:\n{run.stdout}{run.stderr}"
         assert run.stdout.split()[:4] == ["OK", "15.0.1", "32", "24"], python
 

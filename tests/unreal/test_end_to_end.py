@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from controlbridge_unreal import naming, plugin, settings_model
+from fake_unreal import read_exr_red
 from ue_scene import fast_settings
 
 
@@ -56,8 +57,9 @@ def test_generate_from_cine_camera_against_a_real_server(started):
     fov_sets = [c.args[1] for c in editor.calls_named("Object.set_editor_property") if c.args[0] == "fov_angle"]
     assert fov_sets == [pytest.approx(90.0)]
     sizes = [(c.args[1], c.args[2]) for c in editor.calls_named("RenderingLibrary.create_render_target2d")]
-    assert sizes == [(64, 40), (64, 40)]            # 3:2 filmback fitted in 64 x 48
+    assert sizes == [(64, 40), (64, 40), (48, 30)]  # 3:2 filmback fitted in 64 x 48; the depth probe
     assert editor.calls_named("RenderingLibrary.read_render_target_raw")[0].kwargs == {"normalize": False}
+    assert len(editor.calls_named("ImageWriteBlueprintLibrary.export_to_disk")) == 1   # full depth: engine EXR
     destroyed, = editor.calls_named("EditorActorSubsystem.destroy_actor")
     assert isinstance(destroyed.args[0], ue.SceneCapture2D)
     assert editor.level == level_before
@@ -83,6 +85,9 @@ def test_generate_from_cine_camera_against_a_real_server(started):
     meta = texture.metadata
     saved = Path(meta[naming.METADATA_SERVER_PATH])
     assert saved.parent == server.output_dir and saved.read_bytes() == texture.png   # exactly the server's PNG
+    # the server received the depth as the engine's EXR and kept it: raw centimetres, sky at 65504
+    kept = read_exr_red(str(saved.with_suffix(".inputs") / "depth.exr"))
+    assert len(kept) == 64 * 40 and kept[0] == 65504.0 and min(kept) == pytest.approx(500.0)
     assert (texture.width, texture.height) == (64, 40)
     assert meta[naming.METADATA_CAMERA] == "Shot 010" and meta[naming.METADATA_SEED] == "7"
     assert '"prompt": "a stone castle"' in meta[naming.METADATA_SETTINGS]

@@ -76,7 +76,8 @@ def test_capture_calls_and_cleanup(fake_editor):
     assert isinstance(destroy.args[0], ue.SceneCapture2D) and destroy.args[0].transient
     targets = editor.calls_named("RenderingLibrary.create_render_target2d")
     assert [(c.args[1], c.args[2], c.args[3]) for c in targets] == [
-        (48, 32, ue.TextureRenderTargetFormat.RTF_RGBA8), (48, 32, ue.TextureRenderTargetFormat.RTF_RGBA16F)]
+        (48, 32, ue.TextureRenderTargetFormat.RTF_RGBA8), (48, 32, ue.TextureRenderTargetFormat.RTF_RGBA16F),
+        (48, 32, ue.TextureRenderTargetFormat.RTF_RGBA16F)]                 # the probe: 48 px long side
     assert all(rt.released for rt in editor.render_targets)
 
     props = [(c.args[0], c.args[1]) for c in editor.calls_named("Object.set_editor_property")]
@@ -89,10 +90,14 @@ def test_capture_calls_and_cleanup(fake_editor):
     assert [v for n, v in props if n == "capture_source"] == [ue.SceneCaptureSource.SCS_FINAL_COLOR_LDR,
                                                               ue.SceneCaptureSource.SCS_SCENE_DEPTH]
     raw, = editor.calls_named("RenderingLibrary.read_render_target_raw")
-    assert raw.kwargs == {"normalize": False}
+    assert raw.kwargs == {"normalize": False} and raw.args[1] is editor.render_targets[2]   # only the probe
+    exr, = editor.calls_named("ImageWriteBlueprintLibrary.export_to_disk")
+    assert exr.args[0] is editor.render_targets[1] and exr.args[1].endswith(".exr")
+    options = exr.args[2]
+    assert options.format is ue.DesiredImageFormat.EXR and options.async_ is False and options.overwrite_file
     # warm-up frames of a persistent view before the color frame is read; depth needs no history
     assert [c["source"] for c in editor.captures] == [ue.SceneCaptureSource.SCS_FINAL_COLOR_LDR] * (
-        capture_look.WARMUP_FRAMES + 1) + [ue.SceneCaptureSource.SCS_SCENE_DEPTH]
+        capture_look.WARMUP_FRAMES + 1) + [ue.SceneCaptureSource.SCS_SCENE_DEPTH] * 2
     assert all(c["persist"] is True for c in editor.captures)
     # Lumen GI and reflections as the project has them (scene captures switch them off otherwise)
     look = editor.captures[0]["post_process"]
@@ -101,16 +106,19 @@ def test_capture_calls_and_cleanup(fake_editor):
     assert look["override_reflection_method"] is True and look["reflection_method"] is ue.ReflectionMethod.LUMEN
 
     # color: the engine's PNG export, sent as is (no per-pixel Python), as bright as the viewport
-    assert cap.color_png[:8] == b"\x89PNG\r\n\x1a\n" and cap.color_rgba8 == b""
+    assert cap.color_png[:8] == b"\x89PNG\r\n\x1a\n"
     assert editor.calls_named("RenderingLibrary.read_render_target") == []
     image = Image.open(io.BytesIO(cap.color_png)).convert("RGB")
     assert image.size == (48, 32)
     assert image.getpixel((0, 0)) == (120, 160, 220)                    # sky, top row first, not darkened
     assert image.getpixel((24, 20)) == (200, 80, 60)                    # the box
-    assert not list(Path(editor.saved_dir).rglob("*.png"))              # the exported file is removed
-    depth = struct.unpack(f"<{48 * 32}f", cap.depth.data)
-    assert depth[0] == 65504.0 and cap.depth.far == 65504.0             # raw cm, sky saturated
-    assert depth[-1] == pytest.approx(500.0)                            # nearest floor row, not normalised
+    assert not list(Path(editor.saved_dir).rglob("*.png"))              # the exported files are removed
+    assert not list(Path(editor.saved_dir).rglob("*.exr"))
+    # depth: the engine's EXR, raw cm, sky saturated, nearest floor row not normalised; no full-frame read-back
+    depth = fake_unreal.read_exr_red(cap.depth_exr)
+    assert len(depth) == 48 * 32 and depth[0] == 65504.0 and cap.far == 65504.0
+    assert depth[-1] == pytest.approx(500.0)
+    assert cap.probe.nearest == pytest.approx(500.0, rel=0.05) and 0.2 < cap.probe.background_fraction < 0.5
 
 
 def test_without_target_gamma_the_capture_would_be_dark(fake_editor):

@@ -59,11 +59,11 @@ def test_output_size_uses_filmback_aspect_only_when_asked():
 
 
 def test_attachments():
-    depth = buffers.prepare_depth([100.0, 65504.0], 2, 1)
-    cap = jobs.Capture(2, 1, bytes(8), depth)
+    probe = buffers.depth_stats([100.0, 65504.0], 2, 1, max_depth_cm=5000.0)
+    cap = jobs.Capture(2, 1, b"png bytes", b"exr bytes", probe.far, probe)
     color, d = jobs.attachments(cap)
-    assert (color.name, color.encoding, color.width, color.height) == ("color", "raw_rgba8", 2, 1)
-    assert (d.name, d.encoding, d.far) == ("depth", "raw_f32", 65504.0)
+    assert (color.name, color.encoding, color.width, color.height, color.data) == ("color", "png", 2, 1, b"png bytes")
+    assert (d.name, d.encoding, d.far, d.data) == ("depth", "exr", 5000.0, b"exr bytes")
 
 
 def test_capabilities_check():

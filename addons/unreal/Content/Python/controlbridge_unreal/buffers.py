@@ -1,22 +1,24 @@
-"""Pixel buffers read back from Unreal render targets -> bytes for the protocol. Stdlib only (Unreal's Python has
-no numpy). No `unreal` import: the engine layer hands over plain sequences / objects with r, g, b, a attributes.
+"""Depth checks on a small read-back, and the sizes involved. Stdlib only (Unreal's Python has no numpy).
+No `unreal` import: the engine layer hands over plain sequences / objects with an `r` attribute.
 
 Depth: Unreal's SceneDepth is the distance along the view axis in centimetres. A 16-bit float render target
-(RTF_RGBA16F / RTF_R16F) saturates at 65504 (FP16_MAX); the sky, and anything beyond ~655 m, reads as 65504.
-We send the RAW values as little-endian float32 with `far` set, and never normalise: the server turns raw depth
-into a control map in one place for every client. Pixels >= far (or non-finite, or <= 0) are background.
+(RTF_RGBA16F) saturates at 65504 (FP16_MAX); the sky, and anything beyond ~655 m, reads as 65504.
+The full-size depth goes to the server as the EXR the engine itself wrote (raw values, `far` set): the server
+turns raw depth into a control map in one place for every client. Python only ever walks a PROBE: the same depth
+rendered at PROBE_LONG_SIDE pixels, enough to tell the user "the camera sees only sky" before anything is sent.
+Pixels >= far (or non-finite, or <= 0) are background.
 """
 
 from __future__ import annotations
 
 import math
-import struct
-import sys
 from array import array
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Sequence, Tuple
 
 FP16_MAX = 65504.0
+# ~1 k pixels at 16:9: a few milliseconds to read back and walk, yet a 2 % object still covers a few pixels
+PROBE_LONG_SIDE = 48
 
 
 class CaptureProblem(Exception):
@@ -24,8 +26,9 @@ class CaptureProblem(Exception):
 
 
 @dataclass(frozen=True)
-class DepthBuffer:
-    data: bytes                 # little-endian float32, width * height, top row first
+class DepthStats:
+    """What a depth buffer holds, for the user-facing check and the log."""
+
     width: int
     height: int
     far: float
@@ -34,22 +37,12 @@ class DepthBuffer:
     farthest: float | None      # largest foreground depth (cm)
 
 
-def half_floats(buf: bytes | bytearray | memoryview, channels: int = 1, channel: int = 0) -> array:
-    """Unpack IEEE half floats (little-endian, `channels` interleaved per pixel) and keep one channel."""
-    mv = memoryview(buf).cast("B")
-    if len(mv) % (2 * channels):
-        raise ValueError(f"buffer of {len(mv)} bytes is not a whole number of {channels}-channel half-float pixels")
-    n = len(mv) // 2
-    values = struct.unpack(f"<{n}e", mv)
-    return array("f", values[channel::channels])
-
-
-def float32_le_bytes(values: Iterable[float]) -> bytes:
-    arr = values if isinstance(values, array) and values.typecode == "f" else array("f", values)
-    if sys.byteorder != "little":
-        arr = array("f", arr)
-        arr.byteswap()
-    return arr.tobytes()
+def probe_size(width: int, height: int, long_side: int = PROBE_LONG_SIDE) -> Tuple[int, int]:
+    """The probe's size: the capture's aspect with its long side at `long_side` (never larger than the capture)."""
+    if width <= 0 or height <= 0:
+        raise ValueError(f"capture size must be positive, got {width} x {height}")
+    scale = min(1.0, long_side / max(width, height))
+    return max(1, int(round(width * scale))), max(1, int(round(height * scale)))
 
 
 def depth_far(max_depth_cm: float = 0.0, source_max: float = FP16_MAX) -> float:
@@ -59,62 +52,31 @@ def depth_far(max_depth_cm: float = 0.0, source_max: float = FP16_MAX) -> float:
     return source_max
 
 
-def prepare_depth(values: Sequence[float], width: int, height: int, *, max_depth_cm: float = 0.0,
-                  source_max: float = FP16_MAX) -> DepthBuffer:
-    """Raw SceneDepth values (cm, top row first) -> DepthBuffer. Raises CaptureProblem when nothing is in range."""
+def depth_stats(values: Sequence[float], width: int, height: int, *, max_depth_cm: float = 0.0,
+                source_max: float = FP16_MAX) -> DepthStats:
+    """Raw SceneDepth values (cm) -> DepthStats. Raises CaptureProblem when nothing is in range."""
     if len(values) != width * height:
         raise ValueError(f"depth buffer has {len(values)} values, expected {width} x {height} = {width * height}")
     far = depth_far(max_depth_cm, source_max)
-    arr = values if isinstance(values, array) and values.typecode == "f" else array("f", values)
     background = 0
     nearest = math.inf
     farthest = -math.inf
-    for v in arr:
+    for v in values:
         if v >= far or v <= 0.0 or v != v or v == math.inf:  # v != v: NaN
             background += 1
         else:
-            if v < nearest:
-                nearest = v
-            if v > farthest:
-                farthest = v
+            nearest = min(nearest, v)
+            farthest = max(farthest, v)
     total = width * height
     if background == total:
-        limit = f"{far / 100.0:g} m"
         raise CaptureProblem(
-            f"The depth capture shows nothing closer than {limit} (only sky/background). "
+            f"The depth capture shows nothing closer than {far / 100.0:g} m (only sky/background). "
             "Point the camera at some geometry, or raise 'Max Depth Cm' in ControlBridge settings."
         )
-    return DepthBuffer(
-        data=float32_le_bytes(arr), width=width, height=height, far=far,
-        background_fraction=background / total,
-        nearest=nearest, farthest=farthest,
-    )
+    return DepthStats(width=width, height=height, far=far, background_fraction=background / total,
+                      nearest=nearest, farthest=farthest)
 
 
 def depth_from_linear_colors(colors: Iterable[Any]) -> array:
     """SceneDepth lives in the red channel of the capture (LinearColor read back with normalize=False)."""
     return array("f", (c.r for c in colors))
-
-
-def rgba8_from_colors(colors: Sequence[Any], width: int, height: int, opaque: bool = True) -> bytes:
-    """8-bit colors (objects with r, g, b, a ints, e.g. unreal.Color from read_render_target) -> RGBA8 bytes,
-    top row first. A scene capture's alpha is not coverage (it is often 0), so by default it is forced opaque."""
-    if len(colors) != width * height:
-        raise ValueError(f"color buffer has {len(colors)} pixels, expected {width} x {height} = {width * height}")
-    out = bytearray(4 * width * height)
-    i = 0
-    if opaque:
-        for c in colors:
-            out[i] = c.r
-            out[i + 1] = c.g
-            out[i + 2] = c.b
-            out[i + 3] = 255
-            i += 4
-    else:
-        for c in colors:
-            out[i] = c.r
-            out[i + 1] = c.g
-            out[i + 2] = c.b
-            out[i + 3] = c.a
-            i += 4
-    return bytes(out)

@@ -107,7 +107,7 @@ class Controller:
             t0 = time.monotonic()
             capture = self.engine.capture(view, width, height, settings)
             self.engine.log(f"ControlBridge: captured {view.label} at {width}x{height} in "
-                            f"{time.monotonic() - t0:.2f}s (background {capture.depth.background_fraction:.0%})")
+                            f"{time.monotonic() - t0:.2f}s (background {capture.probe.background_fraction:.0%})")
             job_settings = jobs.job_settings(settings, width, height, view.label)
             images = jobs.attachments(capture)
         except (UserError, CaptureProblem) as e:

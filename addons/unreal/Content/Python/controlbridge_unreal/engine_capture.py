@@ -90,70 +90,90 @@ def capture(unreal, view: camera_math.CameraView, width: int, height: int, setti
             hidden_actors: List = (), temp_dir: str = "") -> Capture:
     """Render color and depth of `view` at width x height. A transient SceneCapture2D is spawned at the camera
     and always destroyed again; the render targets are released. `hidden_actors` (our result planes) are left
-    out of the capture.
+    out of the capture. No per-pixel Python on the full frame:
 
     Color: Final Color (LDR) into RGBA8 with TargetGamma = display gamma (capture_look explains why), written
-    to a PNG by the engine's own exporter and sent as that file: no per-pixel Python for color.
-    Depth: SceneDepth (cm, in R) into RGBA16F - the sky saturates at 65504 - read back with normalize=False.
-    Both after WARMUP_FRAMES frames of a view whose rendering state persists, with the project's GI/reflections."""
+    to a PNG by the engine's own exporter and sent as that file.
+    Depth: SceneDepth (cm, in R) into RGBA16F - the sky saturates at 65504 - written to EXR by the engine's image
+    writer (half floats, values untouched) and sent as that file; a PROBE_LONG_SIDE-pixel render of the same
+    depth is read back to check that the camera sees anything in range.
+    Color after WARMUP_FRAMES frames of a view whose rendering state persists, with the project's GI/reflections."""
     editor: unreal.UnrealEditorSubsystem = unreal.get_editor_subsystem(unreal.UnrealEditorSubsystem)
     actors: unreal.EditorActorSubsystem = unreal.get_editor_subsystem(unreal.EditorActorSubsystem)
     world: unreal.World = editor.get_editor_world()
-    color_target: unreal.TextureRenderTarget2D = unreal.RenderingLibrary.create_render_target2d(
-        world, width, height, unreal.TextureRenderTargetFormat.RTF_RGBA8,
-        clear_color=unreal.LinearColor(r=0.0, g=0.0, b=0.0, a=1.0), auto_generate_mip_maps=False)
+    probe_w, probe_h = buffers.probe_size(width, height)
+    color_target: unreal.TextureRenderTarget2D = make_target(unreal, world, width, height, unreal.TextureRenderTargetFormat.RTF_RGBA8, 0.0)
     color_target.set_editor_property("target_gamma", capture_look.DISPLAY_GAMMA)
-    depth_target: unreal.TextureRenderTarget2D = unreal.RenderingLibrary.create_render_target2d(
-        world, width, height, unreal.TextureRenderTargetFormat.RTF_RGBA16F,
-        clear_color=unreal.LinearColor(r=buffers.FP16_MAX, g=0.0, b=0.0, a=1.0), auto_generate_mip_maps=False)
+    depth_target = make_target(unreal, world, width, height, unreal.TextureRenderTargetFormat.RTF_RGBA16F,
+                               buffers.FP16_MAX)
+    probe_target = make_target(unreal, world, probe_w, probe_h, unreal.TextureRenderTargetFormat.RTF_RGBA16F,
+                               buffers.FP16_MAX)
     capture_actor = None
-    color_png = b""
     try:
         capture_actor = actors.spawn_actor_from_class(
             unreal.SceneCapture2D, make_vector(unreal, view.location), make_rotator(unreal, view.rotation),
             transient=True)
         scene_capture: unreal.SceneCapture2D = capture_actor
         component: unreal.SceneCaptureComponent2D = scene_capture.capture_component2d
-        component.set_editor_property("projection_type", unreal.CameraProjectionMode.PERSPECTIVE)
-        component.set_editor_property("fov_angle", float(view.hfov_deg))
-        component.set_editor_property("capture_every_frame", False)
-        component.set_editor_property("capture_on_movement", False)
-        # keep the view state between our captures: temporal AA and eye adaptation need history
-        component.set_editor_property("always_persist_rendering_state", True)
-        component.set_editor_property("hidden_actors", list(hidden_actors))
-        if view.actor is not None:
-            # look through the CineCamera's own post-process (exposure, color grading) like its viewport does
-            camera: unreal.CineCameraActor = view.actor
-            lens: unreal.CineCameraComponent = camera.get_cine_camera_component()
-            component.set_editor_property("post_process_settings", lens.get_editor_property("post_process_settings"))
-            component.set_editor_property("post_process_blend_weight",
-                                          lens.get_editor_property("post_process_blend_weight"))
-        apply_project_lighting(unreal, component)
+        configure_capture(unreal, component, view, hidden_actors)
 
         component.set_editor_property("capture_source", unreal.SceneCaptureSource.SCS_FINAL_COLOR_LDR)
         component.set_editor_property("texture_target", color_target)
         for _ in range(capture_look.WARMUP_FRAMES + 1):
             component.capture_scene()
-        color_png = export_png(unreal, world, color_target, temp_dir)
+        color_png = export_file(temp_dir, "png", lambda folder, name: unreal.RenderingLibrary.export_render_target(
+            world, color_target, folder, name))
 
         component.set_editor_property("capture_source", unreal.SceneCaptureSource.SCS_SCENE_DEPTH)
         component.set_editor_property("texture_target", depth_target)
         component.capture_scene()
+        depth_exr = export_file(temp_dir, "exr", lambda folder, name: export_exr(unreal, depth_target,
+                                                                                 os.path.join(folder, name)))
+        component.set_editor_property("texture_target", probe_target)
+        component.capture_scene()
         # normalize=False: the default (True) would squash centimetres into 0..1
-        depth_colors = unreal.RenderingLibrary.read_render_target_raw(world, depth_target, normalize=False)
+        probe_colors = unreal.RenderingLibrary.read_render_target_raw(world, probe_target, normalize=False)
     finally:
         if capture_actor is not None:
             actors.destroy_actor(capture_actor)
-        unreal.RenderingLibrary.release_render_target2d(color_target)
-        unreal.RenderingLibrary.release_render_target2d(depth_target)
+        for target in (color_target, depth_target, probe_target):
+            unreal.RenderingLibrary.release_render_target2d(target)
 
     if not color_png:
         raise buffers.CaptureProblem("Unreal wrote no color image for the capture (render target export failed).")
-    if not depth_colors or len(depth_colors) != width * height:
+    if not depth_exr:
+        raise buffers.CaptureProblem("Unreal wrote no depth image for the capture (EXR export failed).")
+    if not probe_colors or len(probe_colors) != probe_w * probe_h:
         raise buffers.CaptureProblem("Unreal returned no depth pixels for the capture (render target read failed).")
-    depth = buffers.prepare_depth(buffers.depth_from_linear_colors(depth_colors), width, height,
-                                  max_depth_cm=settings.max_depth_cm, source_max=buffers.FP16_MAX)
-    return Capture(width, height, b"", depth, color_png=color_png)
+    probe = buffers.depth_stats(buffers.depth_from_linear_colors(probe_colors), probe_w, probe_h,
+                                max_depth_cm=settings.max_depth_cm)
+    return Capture(width, height, color_png, depth_exr, probe.far, probe)
+
+
+def make_target(unreal, world: unreal.World, width: int, height: int, target_format, clear_red: float):
+    target: unreal.TextureRenderTarget2D = unreal.RenderingLibrary.create_render_target2d(
+        world, width, height, target_format, clear_color=unreal.LinearColor(r=clear_red, g=0.0, b=0.0, a=1.0),
+        auto_generate_mip_maps=False)
+    return target
+
+
+def configure_capture(unreal, component: unreal.SceneCaptureComponent2D, view: camera_math.CameraView,
+                      hidden_actors: List) -> None:
+    component.set_editor_property("projection_type", unreal.CameraProjectionMode.PERSPECTIVE)
+    component.set_editor_property("fov_angle", float(view.hfov_deg))
+    component.set_editor_property("capture_every_frame", False)
+    component.set_editor_property("capture_on_movement", False)
+    # keep the view state between our captures: temporal AA and eye adaptation need history
+    component.set_editor_property("always_persist_rendering_state", True)
+    component.set_editor_property("hidden_actors", list(hidden_actors))
+    if view.actor is not None:
+        # look through the CineCamera's own post-process (exposure, color grading) like its viewport does
+        camera: unreal.CineCameraActor = view.actor
+        lens: unreal.CineCameraComponent = camera.get_cine_camera_component()
+        component.set_editor_property("post_process_settings", lens.get_editor_property("post_process_settings"))
+        component.set_editor_property("post_process_blend_weight",
+                                      lens.get_editor_property("post_process_blend_weight"))
+    apply_project_lighting(unreal, component)
 
 
 def apply_project_lighting(unreal, component: unreal.SceneCaptureComponent2D) -> None:
@@ -183,14 +203,21 @@ def apply_project_lighting(unreal, component: unreal.SceneCaptureComponent2D) ->
     component.set_editor_property("post_process_settings", pps)
 
 
-def export_png(unreal, world: unreal.World, target: unreal.TextureRenderTarget2D, temp_dir: str) -> bytes:
-    """The engine's own exporter writes an 8-bit target as PNG in C++; we only read the file back."""
+def export_exr(unreal, target: unreal.TextureRenderTarget2D, path: str) -> None:
+    """The engine's image writer: a float target becomes a half-float EXR, written before the call returns."""
+    options: unreal.ImageWriteOptions = unreal.ImageWriteOptions(
+        format=unreal.DesiredImageFormat.EXR, compression_quality=0, overwrite_file=True, async_=False)
+    unreal.ImageWriteBlueprintLibrary.export_to_disk(target, path, options)
+
+
+def export_file(temp_dir: str, extension: str, write) -> bytes:
+    """Let the engine write a file (write(folder, name)) in C++, read its bytes back and remove it."""
     folder = temp_dir or tempfile.gettempdir()
     os.makedirs(folder, exist_ok=True)
-    name = f"controlbridge_capture_{os.getpid()}.png"
+    name = f"controlbridge_capture_{os.getpid()}.{extension}"
     path = os.path.join(folder, name)
     try:
-        unreal.RenderingLibrary.export_render_target(world, target, folder, name)
+        write(folder, name)
         with open(path, "rb") as fh:
             return fh.read()
     except OSError:

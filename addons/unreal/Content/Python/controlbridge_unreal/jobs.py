@@ -8,21 +8,23 @@ from typing import List, Optional, Tuple
 from controlbridge_protocol import ControlNetSettings, ImageAttachment, JobSettings
 
 from . import camera_math
-from .buffers import DepthBuffer
+from .buffers import DepthStats
 from .naming import sanitize
 from .settings_model import PluginSettings
 
 
 @dataclass(frozen=True)
 class Capture:
-    """What engine_capture hands back: color and raw depth of one view, same size, top row first. Color is the
-    engine-exported PNG (color_png) or, from tests and older paths, raw RGBA8 (color_rgba8)."""
+    """What engine_capture hands back: color and raw depth of one view, same size, top row first, both as the
+    files the engine's own exporters wrote (no per-pixel Python): Final Color as PNG, SceneDepth (cm, in R) as
+    EXR, sent with `far`. `probe` describes the same depth from a small read-back (the sky check, the log)."""
 
     width: int
     height: int
-    color_rgba8: bytes
-    depth: DepthBuffer
-    color_png: bytes = b""
+    color_png: bytes
+    depth_exr: bytes
+    far: float
+    probe: DepthStats
 
 
 def output_size(settings: PluginSettings, view: camera_math.CameraView) -> Tuple[int, int]:
@@ -67,13 +69,9 @@ def job_settings(settings: PluginSettings, width: int, height: int, camera_label
 
 
 def attachments(capture: Capture) -> List[ImageAttachment]:
-    if capture.color_png:
-        color = ImageAttachment.encoded("color", "png", capture.width, capture.height, capture.color_png)
-    else:
-        color = ImageAttachment.raw_rgba8("color", capture.width, capture.height, capture.color_rgba8)
     return [
-        color,
-        ImageAttachment.raw_depth("depth", capture.width, capture.height, capture.depth.data, far=capture.depth.far),
+        ImageAttachment.encoded("color", "png", capture.width, capture.height, capture.color_png),
+        ImageAttachment.exr_depth("depth", capture.width, capture.height, capture.depth_exr, far=capture.far),
     ]
 
 
