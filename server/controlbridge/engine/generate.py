@@ -60,11 +60,12 @@ class JobResources:
 HIRES_BUILTIN = ("lanczos", "latent")
 
 
-def prepare_inputs(model: LoadedModel, settings: JobSettings, inputs: JobInputs, size: Optional[tuple] = None):
+def prepare_inputs(model: LoadedModel, settings: JobSettings, inputs: JobInputs, size: Optional[tuple] = None,
+                   fast: bool = False):
     """(color at the working size, {controlnet name: float32 HxWx3 map}, working size).
 
     Color and control maps are cropped to the output's aspect ratio and resized together, so they stay aligned.
-    `size` overrides the working size (the hires pass).
+    `size` overrides the working size (the hires pass); `fast` resizes the color as live frames do.
     """
     out_w, out_h = output_size(settings, inputs)
     work_w, work_h = size or working_size(out_w, out_h, model.native_resolution, model.size_multiple)
@@ -74,7 +75,7 @@ def prepare_inputs(model: LoadedModel, settings: JobSettings, inputs: JobInputs,
     def fit(a):
         return a[y0:y1, x0:x1]
 
-    color = resize_rgb(np.ascontiguousarray(fit(inputs.color)), work_w, work_h)
+    color = resize_rgb(np.ascontiguousarray(fit(inputs.color)), work_w, work_h, fast)
     maps = {}
     for name in active_controlnets(settings):
         if name in inputs.control_maps:
@@ -99,12 +100,20 @@ def active_controlnets(settings: JobSettings) -> List[str]:
     return [name for name, cn in settings.controlnets.items() if cn.weight > 0]
 
 
-def pipeline_for(model: LoadedModel, settings: JobSettings, resources: Optional[JobResources] = None):
-    """A pipeline over the shared components with this job's scheduler, VAE and ControlNets; casts nothing."""
+def pipeline_for(model: LoadedModel, settings: JobSettings, resources: Optional[JobResources] = None,
+                 user: str = "job"):
+    """The pipeline over the shared components with this job's scheduler, VAE and ControlNets; casts nothing.
+
+    Built once per combination and kept in `model.pipelines`. `user` keeps the live engine's pipelines (and
+    so their schedulers' state) apart from the job whose steps a live frame may run between.
+    """
     resources = resources or JobResources()
     vae = model.taesd if settings.fast_decode else (resources.vae or model.base.vae)
     controlnets = [resources.controlnets.get(n) or model.controlnets[n] for n in active_controlnets(settings)]
-    return build_pipeline(model, new_scheduler(model, settings.sampler), vae, controlnets)
+    # The modules themselves are the key (by identity): a cached pipeline holds them, so ids cannot be reused.
+    key = (user, settings.sampler, tuple(id(cn) for cn in controlnets), id(vae))
+    return model.pipelines.get(key, lambda: build_pipeline(model, new_scheduler(model, settings.sampler), vae,
+                                                           controlnets))
 
 
 def control_arguments(settings: JobSettings, maps: Dict[str, np.ndarray], family: str = "sd15") -> dict:
@@ -139,7 +148,7 @@ def generate(model: LoadedModel, settings: JobSettings, inputs: JobInputs,
     model.loras.apply(pipe, resources.loras)
     prompts = model.prompts.pipeline_arguments(pipe, model.family, settings.prompt, settings.negative_prompt,
                                                settings.cfg > 1.0, extra_key=tuple(resources.loras))
-    first = _run(pipe, model, settings, prompts, Image.fromarray(color), settings.denoise, settings.steps, maps,
+    first = run_pass(pipe, model, settings, prompts, Image.fromarray(color), settings.denoise, settings.steps, maps,
                  on_step, is_cancelled, "", "latent" if hires and hires.upscaler == "latent" else "np")
     if hires is not None:
         size = (_round(size[0] * hires.scale, model.size_multiple), _round(size[1] * hires.scale,
@@ -154,14 +163,14 @@ def generate(model: LoadedModel, settings: JobSettings, inputs: JobInputs,
             if resources.upscaler is not None:
                 pixels = resources.upscaler.upscale(pixels)
             start = Image.fromarray(resize_rgb(pixels, *size))
-        first = _run(pipe, model, settings, prompts, start, hires.denoise, hires.steps or settings.steps, maps,
+        first = run_pass(pipe, model, settings, prompts, start, hires.denoise, hires.steps or settings.steps, maps,
                      on_step, is_cancelled, "hires fix", "np")
     out_w, out_h = output_size(settings, inputs)
     controls = {n: (np.clip(m, 0, 1) * 255).round().astype(np.uint8) for n, m in maps.items()}
     return JobOutput(resize_rgb(_to_uint8(first), out_w, out_h), size, controls)
 
 
-def _run(pipe, model, settings, prompts, image, strength, steps, maps, on_step, is_cancelled, stage, output_type):
+def run_pass(pipe, model, settings, prompts, image, strength, steps, maps, on_step, is_cancelled, stage, output_type):
     """One pass of the pipeline; returns float images (np) or latents."""
 
     def step_end(pipe_, i, t, tensors):

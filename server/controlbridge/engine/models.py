@@ -48,9 +48,15 @@ class LoadedModel:
     prompts: PromptCache = field(default_factory=PromptCache)
     named: Dict[str, object] = field(default_factory=dict)   # library ControlNets / VAEs loaded for jobs, by name
     loras: LoraState = field(default_factory=LoraState)     # the LoRAs now in the shared UNet / text encoder
+    pipelines: "PipelineCache" = field(default_factory=lambda: _pipeline_cache())   # built once, reused by jobs
 
     def describe(self) -> dict:
         return {"name": self.name, "family": self.family, "native_resolution": self.native_resolution}
+
+
+def _pipeline_cache():
+    from .pipelines import PipelineCache   # pipelines.py imports this module
+    return PipelineCache()
 
 
 TINY_MODELS = ("tiny", "tiny-sdxl", "tiny-flux")

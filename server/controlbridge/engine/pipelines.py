@@ -4,9 +4,14 @@ diffusers' `from_pipe` ends with `pipeline.to(dtype)` and defaults that dtype to
 with it silently turned a bf16 model's shared UNet, ControlNets, text encoder and TAESD into float32. Here the
 pipeline class is constructed directly from the components (its public constructor): nothing is cast or moved,
 and nothing walks the modules, so building one costs well under a millisecond.
+
+Built pipelines are kept in the model's `PipelineCache`, one per (sampler, ControlNet set, decoder, user), so
+neither jobs nor live frames construct a pipeline or scheduler per call. A scheduler is safe to reuse: every
+pipeline call starts with `set_timesteps`, which resets all of its per-run state (tested: same pixels).
 """
 import inspect
-from typing import Dict, List
+from collections import OrderedDict
+from typing import Callable, Dict, Hashable, List
 
 import torch
 from diffusers.models.controlnets.multicontrolnet import MultiControlNetModel
@@ -39,6 +44,29 @@ class SkippingMultiControlNet(MultiControlNetModel):
                 down = [a + b for a, b in zip(down, d)]
                 mid = mid + m
         return down, mid
+
+
+class PipelineCache:
+    """A model's built pipelines by key, least recently used dropped beyond `size` (they hold no weights of
+    their own, only references to the model's shared components)."""
+
+    def __init__(self, size: int = 8):
+        self.size = size
+        self.builds = 0                  # pipelines constructed so far (tests count them)
+        self._items: "OrderedDict[Hashable, object]" = OrderedDict()
+
+    def get(self, key: Hashable, build: Callable[[], object]):
+        if key in self._items:
+            self._items.move_to_end(key)
+            return self._items[key]
+        pipe = self._items[key] = build()
+        self.builds += 1
+        if len(self._items) > self.size:
+            self._items.popitem(last=False)
+        return pipe
+
+    def clear(self) -> None:
+        self._items.clear()
 
 
 def new_scheduler(model: LoadedModel, sampler: str):

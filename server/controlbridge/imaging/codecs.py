@@ -140,9 +140,14 @@ def to_attachment(name: str, rgb: np.ndarray, encoding: str, text: Optional[Dict
     return ImageAttachment.encoded(name, encoding, w, h, encode_image(rgb, encoding, text))
 
 
-def resize_rgb(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
+def resize_rgb(rgb: np.ndarray, width: int, height: int, fast: bool = False) -> np.ndarray:
+    """uint8 HxWx3 resized: Lanczos for jobs; `fast` (live frames) area/bicubic filtering, ~15x quicker."""
     if rgb.shape[1] == width and rgb.shape[0] == height:
         return rgb
+    if fast:
+        import cv2
+        shrink = width < rgb.shape[1]
+        return cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
     return np.asarray(Image.fromarray(rgb).resize((width, height), Image.LANCZOS))
 
 
