@@ -452,7 +452,7 @@ def run_cpu_side(report, iters):
     from controlbridge.engine.models import LoadedModel, ModelSpec
     from controlbridge.imaging.codecs import encode_image
     from controlbridge.server.config import Limits
-    from controlbridge.server.jobs import ServerOffer, frame_fingerprint, prepare_job
+    from controlbridge.server.jobs import ServerOffer, frame_key, prepare_job
     scene = Scene(512)
     rgba = np.concatenate([scene.color, np.full((512, 512, 1), 255, np.uint8)], axis=2)
     settings = JobSettings(prompt="x", seed=1, controlnets={"depth": ControlNetSettings(),
@@ -466,7 +466,7 @@ def run_cpu_side(report, iters):
     steps = {
         "frame -> frames (encode)": lambda: encode(msg),
         "frames -> message (decode)": lambda: [MessageReader(CLIENT_MESSAGES).feed(f) for f in encode(msg)],
-        "unchanged-frame fingerprint": lambda: frame_fingerprint(msg),
+        "unchanged-frame check": lambda: frame_key(msg) == frame_key(msg),
         "check + decode attachments": lambda: prepare_job(msg, "c", offer, True),
         "depth normalize + canny + resize": lambda: prepare_inputs(model, settings, prepare_job(msg, "c", offer).inputs),
         "result jpeg encode (512x512)": lambda: encode_image(result, "jpeg"),

@@ -121,3 +121,48 @@ def test_previews_come_from_the_tiny_autoencoder_at_full_size(client):
     client.run(quick_settings(steps=4, preview_every=2), blockout_images(), events.append)
     previews = [e.preview for e in events if getattr(e, "preview", None) is not None]
     assert previews and all((p.width, p.height) == (168, 96) for p in previews)   # the working size
+
+
+def test_live_results_say_where_the_servers_time_went_and_frames_reuse_one_pipeline(server):
+    model = server.server.models.get(None, lambda text: None)
+    with Client(server.url) as c:
+        results = []
+        for imgs in frames(3):
+            rid = c.send_live_frame(LIVE, imgs)
+            results.append(collect(c, lambda e, _: isinstance(e, LiveResult) and e.request_id == rid)[-1])
+        builds = model.pipelines.builds
+        rid = c.send_live_frame(LIVE.replace(prompt="another prompt"), frames(4)[-1])
+        collect(c, lambda e, _: isinstance(e, LiveResult) and e.request_id == rid)
+    assert model.pipelines.builds == builds          # a new prompt or frame builds no pipeline
+    for r in results:
+        t = r.timings
+        assert set(t) == {"decode", "queued", "prepare", "model", "encode", "total"}, t
+        assert all(v >= 0 for v in t.values()) and t["model"] > 0 and t["encode"] > 0
+        # the parts add up to (no more than) the whole
+        assert t["decode"] + t["queued"] + t["prepare"] + t["model"] + t["encode"] <= t["total"] + 1.0
+
+
+def test_live_start_warms_the_session_up_before_its_first_frame(server):
+    from controlbridge.engine.resolution import working_size
+    from controlbridge_protocol import JobError, LiveReady
+    model = server.server.models.get(None, lambda text: None)
+    settings = LIVE.replace(prompt="warm-up check", width=160, height=96)
+    with Client(server.url) as c:
+        rid = c.start_live(settings, 96, 64)
+        ready = collect(c, lambda e, _: isinstance(e, LiveReady))[-1]
+        working = working_size(160, 96, model.native_resolution, model.size_multiple)
+        assert ready.request_id == rid and (ready.width, ready.height) == working and ready.warm_ms > 0
+        builds = model.pipelines.builds
+        again = c.start_live(settings, 96, 64)
+        ready = collect(c, lambda e, _: isinstance(e, LiveReady) and e.request_id == again)[-1]
+        assert ready.warm_ms == 0                           # the same session shape is warm already
+        frame = c.send_live_frame(settings, frames(1)[0])
+        result = collect(c, lambda e, _: isinstance(e, LiveResult) and e.request_id == frame)[-1]
+        assert (result.image.width, result.image.height) == (160, 96)
+        assert model.pipelines.builds == builds             # the frame found its pipeline built
+        bad = c.start_live(settings.replace(sampler="no-such-sampler"), 96, 64)
+        error = collect(c, lambda e, _: isinstance(e, JobError))[-1]
+        assert error.request_id == bad and "no-such-sampler" in error.message
+        tiny = c.start_live(settings, 4, 4)
+        error = collect(c, lambda e, _: isinstance(e, JobError) and e.request_id == tiny)[-1]
+        assert "too small" in error.message

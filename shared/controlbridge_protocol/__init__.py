@@ -9,7 +9,7 @@ from .errors import (AuthenticationFailed, ConnectionFailed, ControlBridgeError,
 from .images import ENCODINGS, SCALAR_ENCODINGS, ImageAttachment
 from .messages import (PROTOCOL_VERSION, Accepted, Cancel, Cancelled, Capabilities, Disconnected, Generate, Hello,
                        HistoryEntry, HistoryGet, HistoryItem, HistoryPage, HistoryRequest, JobError, LiveFrame,
-                       LiveResult, LiveSkipped, LiveStop, Ping, Pong, Progress, Result, Welcome)
+                       LiveReady, LiveResult, LiveSkipped, LiveStart, LiveStop, Ping, Pong, Progress, Result, Welcome)
 from .settings import RANDOM_SEED, ControlNetSettings, HiresSettings, JobSettings, LoraSettings
 
 __version__ = "0.1.0"

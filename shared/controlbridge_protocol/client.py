@@ -21,8 +21,8 @@ from .errors import (AuthenticationFailed, ConnectionFailed, ControlBridgeError,
                      ProtocolError, ProtocolMismatch)
 from .images import ImageAttachment
 from .messages import (PROTOCOL_VERSION, SERVER_MESSAGES, Accepted, Cancel, Cancelled, Disconnected, Generate,
-                       Hello, HistoryGet, HistoryItem, HistoryPage, HistoryRequest, JobError, LiveFrame, LiveStop,
-                       Ping, Pong, Result, Welcome)
+                       Hello, HistoryGet, HistoryItem, HistoryPage, HistoryRequest, JobError, LiveFrame, LiveStart,
+                       LiveStop, Ping, Pong, Result, Welcome)
 from .settings import JobSettings
 
 DEFAULT_URL = "ws://127.0.0.1:8765"
@@ -167,6 +167,14 @@ class Client:
         """Send a frame of this client's live session; returns its frame id (LiveResult.request_id).
         Frames may be sent faster than the server renders them: only the newest waiting one is rendered."""
         return self._send_request(LiveFrame, settings, images)
+
+    def start_live(self, settings: JobSettings, width: int, height: int) -> str:
+        """Announce a live session of width x height frames: the server warms its live pipeline up for them and
+        answers LiveReady (request_id returned here). Optional, but it moves the first frame's compile time
+        out of the artist's first camera move."""
+        request_id = uuid.uuid4().hex[:12]
+        self._send(LiveStart(request_id, settings, int(width), int(height)))
+        return request_id
 
     def stop_live(self) -> None:
         self._send(LiveStop())

@@ -227,6 +227,46 @@ class LiveFrame(Generate):
 
 
 @dataclass
+class LiveStart(Message):
+    """Announces a live session (optional): its settings and the frames' width and height, so the server builds
+    and warms up the live pipeline (compilation, CUDA graphs, kernel choice) before the first frame instead of
+    on it. Answered with `live_ready`; frames sent meanwhile wait behind the warm-up."""
+
+    type: ClassVar[str] = "live_start"
+    request_id: str = ""
+    settings: Optional[JobSettings] = None
+    width: int = 0
+    height: int = 0
+
+    def to_json(self):
+        return {"type": self.type, "request_id": self.request_id, "settings": self.settings.to_dict(),
+                "width": self.width, "height": self.height}
+
+    @classmethod
+    def from_json(cls, d, attachments):
+        unknown = sorted(set(d) - {"type", "request_id", "settings", "width", "height", "attachments"})
+        if unknown:
+            raise ProtocolError(ErrorCode.BAD_MESSAGE, f"live_start: unknown field(s) {', '.join(unknown)}")
+        if "settings" not in d:
+            raise ProtocolError(ErrorCode.BAD_MESSAGE, "live_start needs a 'settings' object")
+        rest = typed_fields(cls, {k: d[k] for k in ("request_id", "width", "height") if k in d}, cls.type)
+        return cls(settings=JobSettings.from_dict(d["settings"]), **rest)
+
+
+@dataclass
+class LiveReady(Message):
+    """The live pipeline for `live_start` `request_id` is built and warm: `width` x `height` is the working size
+    frames render at, `warm_ms` what the warm-up took (0: it was already warm)."""
+
+    from_server: ClassVar[bool] = True
+    type: ClassVar[str] = "live_ready"
+    request_id: str = ""
+    width: int = 0
+    height: int = 0
+    warm_ms: float = 0.0
+
+
+@dataclass
 class LiveStop(Message):
     """Ends this client's live session: the pending frame is dropped, a running one stops within a step."""
 
@@ -239,16 +279,26 @@ class LiveResult(Result):
 
     type: ClassVar[str] = "live_result"
     elapsed_ms: float = 0.0     # on the server, from taking the frame to encoding its result
+    # Where the server's time went, in ms: decode (checking and decoding the frame), queued (waiting for the
+    # device), prepare (inputs onto the device), model (the pipeline), encode (JPEG/WebP), total (frame received
+    # to result ready). Absent keys: not measured by this server.
+    timings: Dict[str, float] = field(default_factory=dict)
 
     def to_json(self):
         d = super().to_json()
         d["elapsed_ms"] = self.elapsed_ms
+        if self.timings:
+            d["timings"] = {k: round(float(v), 3) for k, v in self.timings.items()}
         return d
 
     @classmethod
     def from_json(cls, d, attachments):
         base = Result.from_json(d, attachments)
-        return cls(**{**base.__dict__, "elapsed_ms": d.get("elapsed_ms", 0.0)})
+        timings = d.get("timings") or {}
+        if not isinstance(timings, dict):
+            raise ProtocolError(ErrorCode.BAD_MESSAGE, "live_result timings must be an object of numbers")
+        return cls(**{**base.__dict__, "elapsed_ms": d.get("elapsed_ms", 0.0),
+                      "timings": {str(k): float(v) for k, v in timings.items()}})
 
 
 @dataclass
@@ -346,9 +396,10 @@ class HistoryItem(Message):
         return cls(d.get("request_id", ""), HistoryEntry.from_dict(d.get("entry") or {}), attachments[0])
 
 
-CLIENT_MESSAGES = {m.type: m for m in (Hello, Generate, Cancel, Ping, LiveFrame, LiveStop, HistoryRequest, HistoryGet)}
+CLIENT_MESSAGES = {m.type: m for m in (Hello, Generate, Cancel, Ping, LiveFrame, LiveStart, LiveStop, HistoryRequest,
+                                       HistoryGet)}
 SERVER_MESSAGES = {m.type: m for m in (Welcome, Accepted, Progress, Result, JobError, Cancelled, Pong,
-                                       LiveResult, LiveSkipped, HistoryPage, HistoryItem)}
+                                       LiveReady, LiveResult, LiveSkipped, HistoryPage, HistoryItem)}
 
 
 @dataclass

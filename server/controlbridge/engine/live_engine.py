@@ -25,8 +25,8 @@ from ..imaging.canny import canny_edges
 from ..imaging.codecs import resize_rgb
 from ..imaging.depth import depth_to_control_torch
 from ..imaging.estimators import estimate
-from .generate import (JobInputs, JobResources, active_controlnets, output_size, pipeline_for, prepare_inputs,
-                       run_pass)
+from .generate import (JobInputs, JobResources, active_controlnets, generate, output_size, pipeline_for,
+                       prepare_inputs, run_pass)
 from .models import LoadedModel
 from .resolution import center_crop_box, working_size
 
@@ -49,19 +49,23 @@ class LiveEngine:
         self.warmed: Set[tuple] = set()      # (model name, working size, sampler, ControlNets, decoder)
 
     def warm_up(self, model: LoadedModel, settings: JobSettings, width: int, height: int,
-                resources: Optional[JobResources] = None) -> float:
-        """Build the pipeline and run two frames at this frame size, so compilation / CUDA graph capture and
-        kernel selection happen before the artist's first frame. Returns the seconds it took (0 if warm)."""
+                resources: Optional[JobResources] = None) -> Tuple[Tuple[int, int], float]:
+        """Build the pipeline and run two frames of width x height, so compilation / CUDA graph capture and kernel
+        choice happen before the artist's first frame. Returns (working size, seconds it took; 0 if warm)."""
         key = self._warm_key(model, settings, width, height)
+        size = key[1]
         if key in self.warmed:
-            return 0.0
+            return size, 0.0
         start = time.perf_counter()
         color = np.full((height, width, 3), 128, np.uint8)
         depth = np.linspace(1.0, 10.0, width * height, dtype=np.float32).reshape(height, width)
+        # ControlNets fed by a sent map (not depth, canny or an estimator) get a flat one of the right size.
+        maps = {n: np.full((height, width, 3), 0.5, np.float32) for n in active_controlnets(settings)
+                if n not in ("depth", "canny") and n not in settings.estimate}
         for _ in range(2):     # reduce-overhead compilation records graphs on a later call than the first
-            self.render(model, settings, JobInputs(color, depth), resources)
+            self.render(model, settings, JobInputs(color, depth, None, maps), resources)
         self.warmed.add(key)
-        return time.perf_counter() - start
+        return size, time.perf_counter() - start
 
     def render(self, model: LoadedModel, settings: JobSettings, inputs: JobInputs,
                resources: Optional[JobResources] = None, is_cancelled: Callable[[], bool] = lambda: False,
@@ -70,6 +74,12 @@ class LiveEngine:
         (tested); resizing here is bilinear/bicubic instead of Lanczos, a difference of a few levels."""
         resources = resources or JobResources()
         start = time.perf_counter()
+        if model.family == "flux" or settings.hires is not None:
+            # FLUX's img2img reads an image tensor differently (packed latents), and a hires pass is a job's
+            # work: these frames take the one-shot path, pipelines still cached.
+            out = generate(model, settings, inputs, None, is_cancelled, resources)
+            return LiveOutput(out.image, out.working_size, {"prepare": 0.0,
+                                                            "model": (time.perf_counter() - start) * 1000})
         pipe = pipeline_for(model, settings, resources, user=LIVE_PIPELINES)
         model.loras.apply(pipe, resources.loras, fuse=True)
         on_device = self.on_device if self.on_device is not None else model.device != "cpu"

@@ -3,16 +3,16 @@
 `prepare_job` is where every setting and attachment of a `generate` message is checked against what the
 server offers; each failure is a ProtocolError with a specific code and a message a person can act on.
 """
-import hashlib
 import json
 import math
 import secrets
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Dict
+from typing import Dict, Optional, Tuple
 
-from controlbridge_protocol import ErrorCode, Generate, ImageAttachment, JobSettings, ProtocolError
+from controlbridge_protocol import ErrorCode, Generate, ImageAttachment, JobSettings, LiveStart, ProtocolError
 from controlbridge_protocol.settings import MAX_SEED, RANDOM_SEED
 
 from ..engine.generate import HIRES_BUILTIN, JobInputs
@@ -38,6 +38,9 @@ class Job:
     attachments: Dict[str, ImageAttachment]   # as received, kept beside the result
     cancel_event: threading.Event = field(default_factory=threading.Event)
     live: bool = False                 # a live frame: latest wins, not saved, answered with a LiveResult
+    received_at: float = field(default_factory=time.perf_counter)   # the whole message was read
+    decode_ms: float = 0.0             # checking and decoding it (prepare_job)
+    warm_up: Optional[Tuple[int, int]] = None   # a live_start: warm the live engine up for these frame sizes
 
     @property
     def cancelled(self) -> bool:
@@ -148,17 +151,26 @@ def _check_size(what: str, width: int, height: int, limits: Limits) -> None:
                     f"({limits.max_side} px per side, {limits.max_pixels} pixels)")
 
 
-def frame_fingerprint(msg: Generate) -> str:
-    """Identifies a live frame's settings and pixels, so an unchanged frame is not rendered again."""
-    digest = hashlib.blake2b(json.dumps(msg.settings.to_dict(), sort_keys=True).encode(), digest_size=16)
-    for att in msg.images:
-        digest.update(json.dumps(att.descriptor(), sort_keys=True).encode())
-        digest.update(att.data)
-    return digest.hexdigest()
+def prepare_warm_up(msg: LiveStart, client_id: str, offer: ServerOffer, seed: int) -> Job:
+    """A live_start, checked like a frame's settings; its job carries no inputs (the engine makes its own)."""
+    check_settings(msg.settings, offer)
+    _check_size("live_start frame size", msg.width, msg.height, offer.limits)
+    return Job(id=uuid.uuid4().hex[:10], client_id=client_id, request_id=msg.request_id,
+               settings=msg.settings.replace(seed=seed), inputs=None, attachments={}, live=True,
+               warm_up=(msg.width, msg.height))
+
+
+def frame_key(msg: Generate) -> tuple:
+    """A live frame's settings and pixels, compared with `==` to the previous frame's so an unchanged frame is not
+    rendered again. Holding the bytes (which the job holds anyway) and comparing them costs far less than
+    hashing them (memcmp against ~2 ms of blake2b for a 512x512 frame), and equal keys mean equal frames."""
+    return (json.dumps(msg.settings.to_dict(), sort_keys=True),
+            tuple((json.dumps(att.descriptor(), sort_keys=True), bytes(att.data)) for att in msg.images))
 
 
 def prepare_job(msg: Generate, client_id: str, offer: ServerOffer, live: bool = False) -> Job:
     """Check a generate request and decode its images; raises ProtocolError on anything wrong."""
+    received = time.perf_counter()
     s = msg.settings
     check_settings(s, offer)
     atts: Dict[str, ImageAttachment] = {}
@@ -197,7 +209,8 @@ def prepare_job(msg: Generate, client_id: str, offer: ServerOffer, live: bool = 
 
     seed = s.seed if s.seed != RANDOM_SEED else secrets.randbelow(2**32)
     return Job(id=uuid.uuid4().hex[:10], client_id=client_id, request_id=msg.request_id,
-               settings=s.replace(seed=seed), inputs=inputs, attachments=atts, live=live)
+               settings=s.replace(seed=seed), inputs=inputs, attachments=atts, live=live, received_at=received,
+               decode_ms=(time.perf_counter() - received) * 1000)
 
 
 def crop_notice(job: Job) -> str:

@@ -26,7 +26,7 @@ from websockets.exceptions import ConnectionClosed
 
 from controlbridge_protocol import (PROTOCOL_VERSION, RANDOM_SEED, Accepted, Cancel, Cancelled, ErrorCode, Generate,
                                    Hello, HistoryGet, HistoryItem, HistoryPage, HistoryRequest, ImageAttachment,
-                                   JobError, LiveFrame, LiveSkipped, LiveStop, Ping, Pong, Progress, ProtocolError,
+                                   JobError, LiveFrame, LiveSkipped, LiveStart, LiveStop, Ping, Pong, Progress, ProtocolError,
                                    Welcome)
 from controlbridge_protocol.framing import MessageReader, encode
 from controlbridge_protocol.messages import CLIENT_MESSAGES
@@ -34,7 +34,7 @@ from controlbridge_protocol.messages import CLIENT_MESSAGES
 from .budget import InputBudget, job_input_bytes
 from .config import ServerConfig, is_loopback
 from .history import History
-from .jobs import ServerOffer, crop_notice, frame_fingerprint, prepare_job
+from .jobs import ServerOffer, crop_notice, frame_key, prepare_job, prepare_warm_up
 from .scheduler import FairScheduler
 
 log = logging.getLogger("controlbridge.transport")
@@ -60,7 +60,7 @@ class Connection:
     closing: bool = False                               # dropped for not reading: send nothing more
     client_name: str = ""
     greeted: bool = False
-    live_fingerprint: Optional[str] = None   # the newest live frame that was or will be rendered
+    live_key: Optional[tuple] = None         # the newest live frame that was or will be rendered
     live_seed: Optional[int] = None          # a live session's fixed seed, when frames ask for a random one
 
 
@@ -248,6 +248,8 @@ class WebsocketTransport:
             self._send(conn, JobError(ErrorCode.NOT_READY, "say hello first: the first message must be 'hello'"))
         elif isinstance(item, LiveFrame):          # a Generate subclass: test it first
             await self._live_frame(conn, item)
+        elif isinstance(item, LiveStart):
+            self._live_start(conn, item)
         elif isinstance(item, LiveStop):
             self._live_stop(conn)
         elif isinstance(item, Generate):
@@ -328,8 +330,8 @@ class WebsocketTransport:
             # A fixed seed for the whole session keeps consecutive frames stable.
             conn.live_seed = conn.live_seed if conn.live_seed is not None else secrets.randbelow(2**32)
             msg.settings = msg.settings.replace(seed=conn.live_seed)
-        fingerprint = await asyncio.to_thread(frame_fingerprint, msg)
-        if fingerprint == conn.live_fingerprint:
+        key = frame_key(msg)            # cheap (bytes compared, not hashed): stays on the loop
+        if key == conn.live_key:
             self._send(conn, LiveSkipped(msg.request_id, "unchanged"))
             return
         try:
@@ -341,13 +343,29 @@ class WebsocketTransport:
             return
         if not self._reserve(conn, msg, job):
             return
-        conn.live_fingerprint = fingerprint
+        conn.live_key = key
+        _, superseded = self.scheduler.submit_live(job)
+        if superseded is not None:
+            self._send(conn, LiveSkipped(superseded.request_id, "superseded"))
+
+    def _live_start(self, conn: Connection, msg: LiveStart) -> None:
+        if self._refuse_while_stopping(conn, msg):
+            return
+        if msg.settings.seed == RANDOM_SEED:
+            conn.live_seed = conn.live_seed if conn.live_seed is not None else secrets.randbelow(2**32)
+        try:
+            job = prepare_warm_up(msg, conn.id, self.offer, conn.live_seed if conn.live_seed is not None
+                                  else msg.settings.seed)
+        except ProtocolError as e:
+            self._send(conn, JobError(e.code, e.message, None, msg.request_id))
+            return
+        # Holds no inputs, and a newer frame replaces it while it waits: nothing to reserve.
         _, superseded = self.scheduler.submit_live(job)
         if superseded is not None:
             self._send(conn, LiveSkipped(superseded.request_id, "superseded"))
 
     def _live_stop(self, conn: Connection) -> None:
-        conn.live_fingerprint = conn.live_seed = None
+        conn.live_key = conn.live_seed = None
         for job in self.scheduler.cancel_live(conn.id):
             self._send(conn, LiveSkipped(job.request_id, "stopped"))
 

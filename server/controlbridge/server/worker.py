@@ -10,14 +10,16 @@ import traceback
 from pathlib import Path
 from typing import Callable
 
-from controlbridge_protocol import (Cancelled, ErrorCode, ImageAttachment, JobError, LiveResult, LiveSkipped, Progress,
+from controlbridge_protocol import (Cancelled, ErrorCode, ImageAttachment, JobError, LiveReady, LiveSkipped, Progress,
                                    Result)
 
 from ..engine.generate import HIRES_BUILTIN, JobCancelled, JobResources, generate
+from ..engine.live_engine import LiveEngine
 from ..engine.model_manager import ModelManager
 from ..imaging.codecs import encode_image, to_attachment
 from .history import History
 from .jobs import Job
+from .live_encoder import LiveEncoder
 from ..library.hashing import model_file
 from .job_log import log_job
 from .outputs import result_png, save_job
@@ -35,6 +37,8 @@ class DeviceWorker:
         self.output_dir = Path(output_dir)
         self.emit = emit
         self.history = history
+        self.live = LiveEngine()               # live frames: pipelines and warm-up kept across frames
+        self.encoder = LiveEncoder(emit)       # their JPEG/WebP encoding, off the device thread
         self._thread = threading.Thread(target=self._loop, name="controlbridge-device-worker", daemon=True)
 
     def start(self) -> None:
@@ -47,6 +51,7 @@ class DeviceWorker:
         while True:
             job = self.scheduler.take()
             if job is None:
+                self.encoder.close()           # the last live results still reach their clients
                 return
             try:
                 self.run_job(job)
@@ -121,13 +126,15 @@ class DeviceWorker:
         return res
 
     def run_live_frame(self, job: Job) -> None:
-        """A live frame: no progress, nothing saved, the image back in the frame's (fast) encoding."""
-        start = time.perf_counter()
+        """A live frame: no progress, nothing saved; rendered by the live engine, encoded off this thread."""
+        taken = time.perf_counter()
+        if job.warm_up is not None:
+            self.warm_up_live(job)
+            return
         try:
             model = self.models.get(job.settings.model, lambda text: None)
-            out = generate(model, job.settings, job.inputs, None, lambda: job.cancelled,
-                           self.resources(model, job.settings, lambda text: None))
-            image = _result_image(out.image, job.settings.result_encoding)
+            out = self.live.render(model, job.settings, job.inputs,
+                                   self.resources(model, job.settings, lambda text: None), lambda: job.cancelled)
         except JobCancelled:
             self.emit(job.client_id, LiveSkipped(job.request_id, "stopped"))
             return
@@ -135,9 +142,23 @@ class DeviceWorker:
             log.error("live frame %s failed:\n%s", job.request_id, traceback.format_exc())
             self.emit(job.client_id, JobError(ErrorCode.INTERNAL, _explain(e), job.id, job.request_id))
             return
-        elapsed_ms = (time.perf_counter() - start) * 1000
-        self.emit(job.client_id, LiveResult(job.id, job.request_id, job.settings, job.settings.seed, "", image,
-                                            elapsed_ms))
+        timings = {"decode": job.decode_ms, "queued": (taken - job.received_at) * 1000 - job.decode_ms,
+                   **out.timings}
+        self.encoder.submit(job, out.image, timings, taken)
+
+
+    def warm_up_live(self, job: Job) -> None:
+        """A live_start: build and warm the live pipeline for the session's frame size, then say it is ready."""
+        try:
+            model = self.models.get(job.settings.model, lambda text: None)
+            size, seconds = self.live.warm_up(model, job.settings, *job.warm_up,
+                                              self.resources(model, job.settings, lambda text: None))
+        except Exception as e:  # noqa: BLE001
+            log.error("live warm-up %s failed:\n%s", job.request_id, traceback.format_exc())
+            self.emit(job.client_id, JobError(ErrorCode.INTERNAL, _explain(e), job.id, job.request_id))
+            return
+        log.info("live session warmed up at %dx%d in %.0f ms", *size, seconds * 1000)
+        self.emit(job.client_id, LiveReady(job.request_id, size[0], size[1], seconds * 1000))
 
 
 def _result_image(pixels, encoding: str, data: bytes = None) -> ImageAttachment:
