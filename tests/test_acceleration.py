@@ -1,5 +1,7 @@
 """The speed-ups do not change what the model computes, beyond float tolerance."""
 import numpy as np
+import pytest
+import torch
 
 from controlbridge.engine.acceleration import accelerate, warm_up
 from controlbridge.engine.generate import JobInputs, generate
@@ -22,3 +24,11 @@ def test_fast_path_switches_keep_the_result(tiny_model):
     assert np.array_equal(first, second)
     diff = np.abs(first.astype(int) - reference.astype(int))
     assert diff.max() <= 2 and diff.mean() < 0.1, (diff.max(), diff.mean())
+
+
+def test_cuda_graphs_on_a_cpu_model_say_they_need_cuda_before_anything_changes():
+    model = load_model(ModelSpec("tiny"), log=lambda m: None)
+    with pytest.raises(ValueError, match="--cuda-graphs needs a CUDA device; this model runs on cpu"):
+        accelerate(model, log=lambda m: None, cuda_graphs=True)
+    assert not isinstance(model.base.unet, torch._dynamo.eval_frame.OptimizedModule)
+    assert model.base.unet.conv_in.weight.is_contiguous()        # not even the memory layout changed

@@ -13,6 +13,7 @@ from controlbridge_protocol import (DEFAULT_URL, Accepted, Client, ConnectionFai
                                     JobSettings, LoraSettings, Progress, Result)
 
 from . import __version__  # noqa: E402
+from .paths import default_output_dir  # noqa: E402
 from .progress_bar import ProgressBar  # noqa: E402
 
 TINY_NOTICE = "Note: the embedded tiny model has random weights. It makes noise, not art: use --model for a real one."
@@ -41,12 +42,37 @@ def _lora(text: str):
         return LoraSettings(text)          # a colon inside the name, no weight
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
+class _ShowDefaults(argparse.HelpFormatter):
+    """Every option's default in its help, except where there is none (None/off) or the help names it already."""
+
+    def _get_help_string(self, action):
+        help_text = action.help or ""
+        if "default" in help_text or action.default in (None, False, [], argparse.SUPPRESS) or \
+                not action.option_strings:
+            return help_text
+        return f"{help_text} (default: %(default)s)".lstrip()
+
+
+DEFAULTS = JobSettings(prompt="")      # what the server uses for a setting the command line leaves out
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="controlbridge", description="ControlNet img2img server for Blender and Unreal")
+    p = argparse.ArgumentParser(prog="controlbridge", description="ControlNet img2img server for Blender and Unreal",
+                                formatter_class=_ShowDefaults)
     p.add_argument("--version", action="version", version=f"controlbridge {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("serve", help="run the generation server")
+    s = sub.add_parser("serve", help="run the generation server", formatter_class=_ShowDefaults)
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     s.add_argument("--port", type=int, default=8765, help="port (0: any free port)")
     s.add_argument("--token", default=os.environ.get("CONTROLBRIDGE_TOKEN"),
@@ -61,56 +87,68 @@ def build_parser() -> argparse.ArgumentParser:
                                    "e.g. madebyollin/taesd (SD1.5) or madebyollin/taesdxl (SDXL)")
     s.add_argument("--device", default="auto", help="auto, cuda, cuda:1, mps or cpu")
     s.add_argument("--dtype", default="auto", help="auto (fp16 on GPU, fp32 on CPU), fp32, fp16 or bf16")
-    s.add_argument("--output-dir", type=Path, default=None, help="where results and their inputs are saved")
+    s.add_argument("--output-dir", type=Path, default=None, help=f"where results and their inputs are saved "
+                                                                 f"(default: {default_output_dir()})")
     s.add_argument("--models-dir", type=Path, help="your ComfyUI-style models/ folder (checkpoints/, controlnet/, "
                                                    "loras/, vae/, upscale_models/, diffusers/)")
     s.add_argument("--memory-budget-gb", type=float,
                    help="unload least recently used models beyond this (default: 85%% of the GPU, half the RAM)")
     s.add_argument("--compile", action="store_true",
                    help="torch.compile the UNet and ControlNets (slow start, faster frames; GPU)")
+    s.add_argument("--cuda-graphs", action="store_true",
+                   help="torch.compile with CUDA graphs (reduce-overhead): fewest per-frame launches in live mode; "
+                        "each frame size is recorded once, at the live session's warm-up; CUDA only")
     s.add_argument("--log-json", action="store_true",
                    help="log one JSON object per line (start-up, connections, jobs, shutdown) for machines")
 
-    g = sub.add_parser("generate", help="send one job to a running server and save the result")
-    g.add_argument("--url", default=DEFAULT_URL)
-    g.add_argument("--token", default=os.environ.get("CONTROLBRIDGE_TOKEN"))
+    g = sub.add_parser("generate", help="send one job to a running server and save the result",
+                       formatter_class=_ShowDefaults,
+                       description="Settings left out come from --from-png's PNG when given, else the defaults shown.")
+    g.add_argument("--url", default=DEFAULT_URL, help="the server")
+    g.add_argument("--token", default=os.environ.get("CONTROLBRIDGE_TOKEN"), help="env CONTROLBRIDGE_TOKEN")
     g.add_argument("--from-png", type=Path, help="re-run the job stored in a PNG that ControlBridge wrote")
     g.add_argument("--color", type=Path, help="the camera's color image")
     g.add_argument("--depth", type=Path, help="raw depth (.npy float32, .exr) or a ready-made depth map (.png)")
     g.add_argument("--depth-far", type=float, help="raw depth at or beyond this is background")
     g.add_argument("--canny", type=Path, help="a ready-made edge image (default: computed on the server)")
     g.add_argument("--prompt")
-    g.add_argument("--negative")
+    g.add_argument("--negative", help="negative prompt (default: none)")
     g.add_argument("--seed", type=int, help="-1 or absent: random (the result reports the seed used)")
-    g.add_argument("--steps", type=int)
-    g.add_argument("--cfg", type=float)
-    g.add_argument("--strength", "--denoise", dest="denoise", type=float, help="how much of the color to change")
-    g.add_argument("--sampler")
+    g.add_argument("--steps", type=int, help=f"sampling steps; img2img runs steps x strength of them "
+                                             f"(default: {DEFAULTS.steps})")
+    g.add_argument("--cfg", type=float, help=f"prompt guidance scale (default: {DEFAULTS.cfg:g})")
+    g.add_argument("--strength", "--denoise", dest="denoise", type=float,
+                   help=f"how much of the color to change, 0.01-1 (default: {DEFAULTS.denoise:g})")
+    g.add_argument("--sampler", help=f"see --list-samplers (default: {DEFAULTS.sampler})")
     g.add_argument("--list-samplers", action=_ListSamplers, help="print the sampler names and exit")
-    g.add_argument("--depth-weight", type=float, help="0 switches the depth ControlNet off")
-    g.add_argument("--canny-weight", type=float, help="0 switches the canny ControlNet off")
-    g.add_argument("--canny-low", type=int)
-    g.add_argument("--canny-high", type=int)
+    g.add_argument("--depth-weight", type=float, help=f"0 switches the depth ControlNet off "
+                                                      f"(default: {DEFAULTS.controlnets['depth'].weight:g})")
+    g.add_argument("--canny-weight", type=float, help=f"0 switches the canny ControlNet off "
+                                                      f"(default: {DEFAULTS.controlnets['canny'].weight:g})")
+    g.add_argument("--canny-low", type=int, help=f"edge threshold (default: {DEFAULTS.canny_low})")
+    g.add_argument("--canny-high", type=int, help=f"edge threshold (default: {DEFAULTS.canny_high})")
     g.add_argument("--size", type=_size, help="output WIDTHxHEIGHT (default: the color image's size)")
     g.add_argument("--model", help="the model to use (default: the server's)")
-    g.add_argument("--preview-every", type=int, default=0, help="ask for a preview every N steps")
+    g.add_argument("--preview-every", type=int, default=0, help="ask for a preview every N steps (default: 0, none)")
     g.add_argument("--prompts-file", type=Path, help="render each line's prompt (with all other settings)")
-    g.add_argument("--batch", type=int, help="images per prompt, from consecutive seeds")
+    g.add_argument("--batch", type=_positive, help=f"images per prompt, from consecutive seeds "
+                                                  f"(default: {DEFAULTS.batch_size})")
     g.add_argument("--lora", action="append", type=_lora, default=[], metavar="NAME[:WEIGHT]",
                    help="a LoRA from the server's library, e.g. --lora detail.safetensors:0.7 (repeatable)")
     g.add_argument("--vae", help="a VAE from the server's library")
     g.add_argument("--hires", type=float, metavar="SCALE", help="hires fix: upscale by SCALE and refine")
-    g.add_argument("--hires-denoise", type=float, default=0.35)
+    g.add_argument("--hires-denoise", type=float, default=0.35, help="strength of the hires refinement")
     g.add_argument("--hires-upscaler", default="lanczos", help="lanczos, latent, or a model from upscale_models/")
     g.add_argument("-o", "--output", type=Path, required=True, help="where to write the result PNG")
 
-    m = sub.add_parser("models", help="list what a running server can use: checkpoints, ControlNets, LoRAs "
+    m = sub.add_parser("models", formatter_class=_ShowDefaults, help="list what a running server can use: checkpoints, ControlNets, LoRAs "
                                       "(with trigger words), VAEs, upscalers, samplers, and files it skipped")
-    m.add_argument("--url", default=DEFAULT_URL)
+    m.add_argument("--url", default=DEFAULT_URL, help="the server")
     m.add_argument("--token", default=os.environ.get("CONTROLBRIDGE_TOKEN"))
     m.add_argument("--json", action="store_true", help="print the server's own listing as JSON")
 
-    d = sub.add_parser("demo", help="start a server with the tiny model and render a synthetic blockout through it")
+    d = sub.add_parser("demo", help="start a server with the tiny model and render a synthetic blockout through it",
+                       formatter_class=_ShowDefaults)
     d.add_argument("--out", type=Path, default=Path("controlbridge-demo"), help="folder for inputs and result")
     d.add_argument("--size", type=_size, default=(640, 360))
     d.add_argument("--steps", type=int, default=12)
@@ -147,6 +185,7 @@ def cmd_serve(args) -> int:
     from .server.config import ServerConfig
     config = ServerConfig(host=args.host, port=args.port, token=args.token or None,
                           allowed_origins=list(args.allow_origin), compile=args.compile,
+                          cuda_graphs=args.cuda_graphs,
                           models_dir=args.models_dir, memory_budget_gb=args.memory_budget_gb,
                           model=ModelSpec(model=args.model, controlnets=dict(args.controlnet), taesd=args.taesd,
                                           device=args.device, dtype=args.dtype))
@@ -253,19 +292,33 @@ def _run_and_save(url, token, jobs, output: Path, client_name: str = "") -> int:
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     written = []
+    told = set()        # notices said once per run, not once per job of a batch
+
+    def tell_once(text: str) -> None:
+        if text and text not in told:
+            told.add(text)
+            bar.message(f"note: {text}")
+
     with Client(url, token, client_name or f"controlbridge-cli {__version__}") as client:
-        requests = {client.submit(settings, images) for settings, images in jobs}
-        jobs_of_mine = set()
+        requests = {client.submit(settings, images): settings for settings, images in jobs}
+        jobs_of_mine = {}    # job id -> its settings
         while len(written) < expected:
             event = client.next_event(timeout=None)
             if isinstance(event, Accepted) and event.request_id in requests:
-                jobs_of_mine.add(event.job_id)
+                jobs_of_mine[event.job_id] = requests[event.request_id]
+                tell_once(event.notice)          # e.g. the inputs are centre-cropped to the output's aspect
                 if event.queue_position:
                     bar.message(f"queued: {event.queue_position} job(s) ahead")
             elif isinstance(event, Progress) and event.job_id in jobs_of_mine:
+                asked = jobs_of_mine[event.job_id].steps
+                if event.total and event.total < asked and "hires" not in (event.status or ""):
+                    tell_once(f"{event.total} of the {asked} steps run: at strength "
+                              f"{jobs_of_mine[event.job_id].denoise:g} img2img starts part-way through the schedule "
+                              f"(--strength 1 runs them all)")
                 detail = event.status or ("(preview)" if event.preview else "")
                 step = f"step {event.step}/{event.total}" if event.total else ""
-                bar.update("images", len(written), expected, " ".join(filter(None, [step, detail])))
+                bar.update("images", len(written), expected, " ".join(filter(None, [step, detail])),
+                           step=event.step, steps=event.total)
             elif isinstance(event, Result) and event.request_id in requests:
                 path = output if expected == 1 else output.with_name(f"{output.stem}_{len(written) + 1:03d}.png")
                 path.write_bytes(event.image.data)
@@ -274,11 +327,26 @@ def _run_and_save(url, token, jobs, output: Path, client_name: str = "") -> int:
                 print(f"wrote {path} ({event.image.width}x{event.image.height}, seed {event.seed}); "
                       f"server copy: {event.saved_path}", flush=True)
             elif isinstance(event, JobError) and (event.request_id in requests or event.job_id in jobs_of_mine):
-                raise JobFailed(event.code, event.message, event.job_id)
+                raise JobFailed(event.code, _name_the_flag(event.message), event.job_id)
             elif isinstance(event, Disconnected):
                 raise ConnectionFailed(event.reason)
     bar.end()
     return 0
+
+
+# The server names settings as the protocol does; the user typed these flags.
+FLAGS = {"denoise": "--strength", "batch_size": "--batch", "hires.scale": "--hires", "hires.denoise": "--hires-denoise",
+         "controlnets.depth.weight": "--depth-weight", "controlnets.canny.weight": "--canny-weight",
+         "canny_low": "--canny-low", "canny_high": "--canny-high", "preview_every": "--preview-every",
+         "steps": "--steps", "cfg": "--cfg", "seed": "--seed"}
+
+
+def _name_the_flag(message: str) -> str:
+    """'denoise is 1.5; ...' -> '--strength is 1.5; ... (denoise on the server)'."""
+    for name, flag in FLAGS.items():
+        if message.startswith(f"{name} is "):
+            return f"{flag}{message[len(name):]}" + ("" if flag == f"--{name}" else f" ({name} on the server)")
+    return message
 
 
 def cmd_demo(args) -> int:

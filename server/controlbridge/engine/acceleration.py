@@ -2,7 +2,11 @@
 
 - channels_last memory layout for every convolutional module (faster cuDNN kernels on NVIDIA GPUs);
 - fused QKV projections in attention (one matmul instead of three);
-- optionally torch.compile of the UNet and ControlNets (`--compile`; best with fixed shapes, as in live mode);
+- optionally torch.compile of the UNet and ControlNets (`--compile`; best with fixed shapes, as in live mode),
+  and with CUDA graphs (`--cuda-graphs`: torch's "reduce-overhead" mode, one graph replay per step instead of
+  thousands of kernel launches; each frame size is recorded once, which the live session's warm-up does). Fused
+  live LoRAs are copied into the weights in place, so recorded graphs keep pointing at the right memory.
+  Neither has been measured yet (no GPU here): see benchmarks/RESULTS.md;
 - a warm-up job at start-up, so the first artist's frame does not pay for kernel selection or compilation.
 SDPA attention is PyTorch's default in diffusers already. Options that change the output (step caching,
 fp8 weights) are not here: they would have to be reported separately and be off by default.
@@ -16,7 +20,10 @@ import torch
 from .models import LoadedModel
 
 
-def accelerate(model: LoadedModel, compile_models: bool = False, log: Callable[[str], None] = print) -> None:
+def accelerate(model: LoadedModel, compile_models: bool = False, log: Callable[[str], None] = print,
+               cuda_graphs: bool = False) -> None:
+    if cuda_graphs and not model.device.startswith("cuda"):
+        raise ValueError(f"--cuda-graphs needs a CUDA device; this model runs on {model.device}")
     base = model.base
     modules = [base.unet, base.vae, *model.controlnets.values()] + ([model.taesd] if model.taesd else [])
     for module in modules:
@@ -26,11 +33,12 @@ def accelerate(model: LoadedModel, compile_models: bool = False, log: Callable[[
     if model.device.startswith("cuda"):
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
-    if compile_models:
-        log("Compiling the UNet and ControlNets (torch.compile) ...")
-        base.unet = torch.compile(base.unet, mode="max-autotune-no-cudagraphs")
+    if compile_models or cuda_graphs:
+        mode = "reduce-overhead" if cuda_graphs else "max-autotune-no-cudagraphs"
+        log(f"Compiling the UNet and ControlNets (torch.compile, {mode}) ...")
+        base.unet = torch.compile(base.unet, mode=mode)
         for name, controlnet in model.controlnets.items():
-            model.controlnets[name] = torch.compile(controlnet, mode="max-autotune-no-cudagraphs")
+            model.controlnets[name] = torch.compile(controlnet, mode=mode)
     model.prompts.clear()
 
 

@@ -40,8 +40,8 @@ class ControlBridgeServer:
         if model is None:
             check_port_free(config.host, config.port)   # before minutes of model loading
             model = load_model(config.model, log)
-            if model.device != "cpu" or config.accelerate:
-                accelerate(model, config.compile, log)
+            if model.device != "cpu" or config.accelerate or config.cuda_graphs:
+                accelerate(model, config.compile, log, config.cuda_graphs)
             if model.device != "cpu":
                 warm_up(model, log)
         if config.models_dir is not None and not config.models_dir.is_dir():

@@ -45,6 +45,7 @@ class ServerConfig:
     memory_budget_gb: Optional[float] = None  # loaded models beyond this are unloaded, least recently used first
     accelerate: bool = False      # the speed-ups of engine/acceleration.py on CPU too (always on a GPU)
     compile: bool = False         # torch.compile the UNet and ControlNets
+    cuda_graphs: bool = False     # ... with CUDA graphs (compile mode reduce-overhead); CUDA devices only
     shutdown_grace_s: float = 300.0   # on SIGTERM/SIGINT the running job may finish within this
 
     def check(self) -> None:
