@@ -31,6 +31,9 @@ def test_job_round_trip_reports_progress_and_saves_before_announcing(client, ser
     assert set(meta["inputs"]) == {"color", "depth"}
     assert (path.parent / meta["inputs"]["depth"]["file"]).is_file()
     assert "Steps: 6, Sampler: euler" in Image.open(path).text["parameters"]
+    t = result.timings                                                   # where the server's time went, in ms
+    assert set(t) == {"decode", "queued", "load", "model", "save", "total"} and t["model"] > 0 and t["save"] > 0
+    assert sum(v for k, v in t.items() if k != "total") <= t["total"] + 1.0
 
 
 def test_same_seed_same_pixels_other_seed_other_pixels(client):

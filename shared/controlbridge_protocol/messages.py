@@ -166,6 +166,9 @@ class Result(Message):
     image: Optional[ImageAttachment] = None
     # Saving failed (saved_path empty): why, and where it tried. Keyword-only, so subclasses' fields keep their places.
     save_error: str = field(default="", kw_only=True)
+    # Where the server's time went, in ms (see PROTOCOL.md: queued, prepare, model, encode, save, total, ...);
+    # absent keys were not measured.
+    timings: Dict[str, float] = field(default_factory=dict, kw_only=True)
 
     def attachments(self):
         return [self.image]
@@ -175,14 +178,20 @@ class Result(Message):
              "settings": self.settings.to_dict(), "seed": self.seed, "saved_path": self.saved_path}
         if self.save_error:
             d["save_error"] = self.save_error
+        if self.timings:
+            d["timings"] = {k: round(float(v), 3) for k, v in self.timings.items()}
         return d
 
     @classmethod
     def from_json(cls, d, attachments):
         if len(attachments) != 1:
             raise ProtocolError(ErrorCode.MISSING_ATTACHMENT, "a result carries exactly one image")
+        timings = d.get("timings") or {}
+        if not isinstance(timings, dict) or not all(isinstance(v, (int, float)) for v in timings.values()):
+            raise ProtocolError(ErrorCode.BAD_MESSAGE, f"{cls.type}.timings must be an object of numbers")
         return cls(d.get("job_id", ""), d.get("request_id", ""), JobSettings.from_dict(d.get("settings")),
-                   d.get("seed", 0), d.get("saved_path", ""), attachments[0], save_error=d.get("save_error", ""))
+                   d.get("seed", 0), d.get("saved_path", ""), attachments[0], save_error=d.get("save_error", ""),
+                   timings={str(k): float(v) for k, v in timings.items()})
 
 
 @dataclass
@@ -279,26 +288,18 @@ class LiveResult(Result):
 
     type: ClassVar[str] = "live_result"
     elapsed_ms: float = 0.0     # on the server, from taking the frame to encoding its result
-    # Where the server's time went, in ms: decode (checking and decoding the frame), queued (waiting for the
-    # device), prepare (inputs onto the device), model (the pipeline), encode (JPEG/WebP), total (frame received
-    # to result ready). Absent keys: not measured by this server.
-    timings: Dict[str, float] = field(default_factory=dict)
+    # timings (from Result), in ms: decode (checking and decoding the frame), queued (waiting for the device),
+    # prepare (inputs onto the device), model (the pipeline), encode (JPEG/WebP), total (frame read to result ready)
 
     def to_json(self):
         d = super().to_json()
         d["elapsed_ms"] = self.elapsed_ms
-        if self.timings:
-            d["timings"] = {k: round(float(v), 3) for k, v in self.timings.items()}
         return d
 
     @classmethod
     def from_json(cls, d, attachments):
         base = Result.from_json(d, attachments)
-        timings = d.get("timings") or {}
-        if not isinstance(timings, dict):
-            raise ProtocolError(ErrorCode.BAD_MESSAGE, "live_result timings must be an object of numbers")
-        return cls(**{**base.__dict__, "elapsed_ms": d.get("elapsed_ms", 0.0),
-                      "timings": {str(k): float(v) for k, v in timings.items()}})
+        return cls(**{**base.__dict__, "elapsed_ms": d.get("elapsed_ms", 0.0)})
 
 
 @dataclass

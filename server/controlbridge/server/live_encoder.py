@@ -48,7 +48,7 @@ class LiveEncoder:
                 done = time.perf_counter()
                 timings = {**timings, "encode": (done - start) * 1000, "total": (done - job.received_at) * 1000}
                 self.emit(job.client_id, LiveResult(job.id, job.request_id, job.settings, job.settings.seed, "",
-                                                    attachment, (done - taken_at) * 1000, timings))
+                                                    attachment, (done - taken_at) * 1000, timings=timings))
             except Exception as e:  # noqa: BLE001 - one bad frame must not stop the encoder
                 log.exception("encoding live frame %s failed", job.request_id)
                 self.emit(job.client_id, JobError(ErrorCode.INTERNAL, f"encoding the live result failed: {e}",

@@ -80,10 +80,15 @@ class DeviceWorker:
                 self.emit(job.client_id, Progress(job.id, 0, 0, None, text))
 
             started = time.perf_counter()
+            timings = {"decode": job.decode_ms, "queued": (started - job.received_at) * 1000 - job.decode_ms} \
+                if index == 0 else {}
             try:
                 model = self.models.get(settings.model, status)
-                out = generate(model, settings, job.inputs, on_step, lambda: job.cancelled,
-                               self.resources(model, settings, status))
+                resources = self.resources(model, settings, status)
+                loaded = time.perf_counter()
+                out = generate(model, settings, job.inputs, on_step, lambda: job.cancelled, resources)
+                made = time.perf_counter()
+                timings.update(load=(loaded - started) * 1000, model=(made - loaded) * 1000)
             except JobCancelled:
                 log_job(job, settings, started, "cancelled")
                 self.emit(job.client_id, Cancelled(job.id))
@@ -102,14 +107,15 @@ class DeviceWorker:
                 png = result_png(settings, model, out) if settings.result_encoding == "png" else None
                 self.emit(job.client_id, Result(job.id, job.request_id, settings, settings.seed, "",
                                                 _result_image(out.image, settings.result_encoding, png),
-                                                save_error=save_error))
+                                                save_error=save_error, timings=_finish(timings, made, started)))
                 continue
             log_job(job, settings, started, f"saved {saved.path}", model.name)
             self.history.add(saved.path, saved.metadata)   # before `result`: whoever got it finds it in history
             # A png result is the very file on disk, metadata included.
             png = saved.path.read_bytes() if settings.result_encoding == "png" else None
-            self.emit(job.client_id, Result(job.id, job.request_id, settings, settings.seed, str(saved.path),
-                                            _result_image(out.image, settings.result_encoding, png)))
+            image = _result_image(out.image, settings.result_encoding, png)
+            self.emit(job.client_id, Result(job.id, job.request_id, settings, settings.seed, str(saved.path), image,
+                                            timings=_finish(timings, made, started)))
 
     def resources(self, model, settings, status) -> JobResources:
         """The library components a job names, loaded (and cached) on this thread."""
@@ -159,6 +165,14 @@ class DeviceWorker:
             return
         log.info("live session warmed up at %dx%d in %.0f ms", *size, seconds * 1000)
         self.emit(job.client_id, LiveReady(job.request_id, size[0], size[1], seconds * 1000))
+
+
+def _finish(timings: dict, made: float, started: float) -> dict:
+    """A job image's timings completed: save (PNG with metadata onto disk, the wire copy) and total (from the
+    message read, or for later images of a batch from their own start)."""
+    now = time.perf_counter()
+    total_from = started - (timings.get("queued", 0.0) + timings.get("decode", 0.0)) / 1000
+    return {**timings, "save": (now - made) * 1000, "total": (now - total_from) * 1000}
 
 
 def _result_image(pixels, encoding: str, data: bytes = None) -> ImageAttachment:
