@@ -139,17 +139,29 @@ def control_arguments(settings: JobSettings, maps: Dict[str, np.ndarray], family
 
 def generate(model: LoadedModel, settings: JobSettings, inputs: JobInputs,
              on_step: Optional[StepCallback] = None, is_cancelled: Callable[[], bool] = lambda: False,
-             resources: Optional[JobResources] = None) -> JobOutput:
-    """Run the job (and its hires pass). `settings.seed` must already be resolved (not -1)."""
+             resources: Optional[JobResources] = None,
+             between_steps: Optional[Callable[[], None]] = None) -> JobOutput:
+    """Run the job (and its hires pass). `settings.seed` must already be resolved (not -1).
+
+    `between_steps` is called at every step boundary, a safe point where other work (a live frame) may use the
+    device and the shared components: this job's scheduler, noise generator and latents are its own, and its
+    LoRAs are put back before the next step, so the job's pixels are those of an uninterrupted run."""
     resources = resources or JobResources()
     color, maps, size = prepare_inputs(model, settings, inputs)
     pipe = pipeline_for(model, settings, resources)
     hires = settings.hires
     model.loras.apply(pipe, resources.loras)
+    if between_steps is not None:
+        other_work = between_steps
+
+        def between_steps():
+            other_work()
+            model.loras.apply(pipe, resources.loras)     # a live frame may have fused its own in
     prompts = model.prompts.pipeline_arguments(pipe, model.family, settings.prompt, settings.negative_prompt,
                                                settings.cfg > 1.0, extra_key=tuple(resources.loras))
     first = run_pass(pipe, model, settings, prompts, Image.fromarray(color), settings.denoise, settings.steps, maps,
-                 on_step, is_cancelled, "", "latent" if hires and hires.upscaler == "latent" else "np")
+                     on_step, is_cancelled, "", "latent" if hires and hires.upscaler == "latent" else "np",
+                     between_steps)
     if hires is not None:
         size = (_round(size[0] * hires.scale, model.size_multiple), _round(size[1] * hires.scale,
                                                                             model.size_multiple))
@@ -164,13 +176,14 @@ def generate(model: LoadedModel, settings: JobSettings, inputs: JobInputs,
                 pixels = resources.upscaler.upscale(pixels)
             start = Image.fromarray(resize_rgb(pixels, *size))
         first = run_pass(pipe, model, settings, prompts, start, hires.denoise, hires.steps or settings.steps, maps,
-                     on_step, is_cancelled, "hires fix", "np")
+                         on_step, is_cancelled, "hires fix", "np", between_steps)
     out_w, out_h = output_size(settings, inputs)
     controls = {n: (np.clip(m, 0, 1) * 255).round().astype(np.uint8) for n, m in maps.items()}
     return JobOutput(resize_rgb(_to_uint8(first), out_w, out_h), size, controls)
 
 
-def run_pass(pipe, model, settings, prompts, image, strength, steps, maps, on_step, is_cancelled, stage, output_type):
+def run_pass(pipe, model, settings, prompts, image, strength, steps, maps, on_step, is_cancelled, stage, output_type,
+             between_steps=None):
     """One pass of the pipeline; returns float images (np) or latents."""
 
     def step_end(pipe_, i, t, tensors):
@@ -182,6 +195,8 @@ def run_pass(pipe, model, settings, prompts, image, strength, steps, maps, on_st
                 model.family != "flux"          # FLUX latents are packed: no cheap preview yet
             preview = latent_preview(tensors["latents"], model.family, model.taesd) if want_preview else None
             on_step(step, pipe_.num_timesteps, preview, stage)
+        if between_steps is not None and i + 1 < pipe_.num_timesteps:
+            between_steps()
         return {}
 
     # A CPU generator: the same seed gives the same noise on every device.

@@ -9,7 +9,7 @@ submits and cancels, the worker thread takes and finishes.
 import threading
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from .jobs import Job
 
@@ -38,6 +38,7 @@ class FairScheduler:
         self._clients: Dict[str, _ClientQueue] = {}
         self._tick = 0
         self._running: Optional[Job] = None
+        self._between: Optional[Job] = None   # a live frame running between two steps of `_running`
         self._closed = False
 
     def submit(self, job: Job) -> int:
@@ -71,8 +72,9 @@ class FairScheduler:
             for j in removed:
                 state.jobs.remove(j)
                 j.cancel_event.set()
-            if self._running and self._running.client_id == client_id and self._running.live:
-                self._running.cancel_event.set()
+            for running in (self._running, self._between):
+                if running and running.client_id == client_id and running.live:
+                    running.cancel_event.set()
             return removed
 
     def queued_for(self, client_id: str) -> int:
@@ -90,10 +92,34 @@ class FairScheduler:
             self._running = job
             return job
 
+    def take_live_between_steps(self, runnable: Callable[[Job], bool]) -> Optional[Job]:
+        """A waiting live frame to run between two steps of the running job, or None at once.
+
+        Live clients take these turns in the same fair order as all turns, and each is booked like one, so a
+        client streaming frames does not gain on the others. `runnable(job)`: whether it can run now (its model
+        loaded: nothing may be loaded or unloaded under the running job)."""
+        with self._cond:
+            if self._closed or self._between is not None:
+                return None
+            offers = [(state, next(j for j in state.jobs if j.live)) for state in self._clients.values()
+                      if any(j.live for j in state.jobs)]
+            offers = [(state, job) for state, job in offers if runnable(job)]
+            if not offers:
+                return None
+            state, job = min(offers, key=lambda offer: offer[0].rank())
+            state.jobs.remove(job)
+            state.served += 1
+            state.last_served = self._tick
+            self._tick += 1
+            self._between = job
+            return job
+
     def finish(self, job: Job) -> None:
         with self._cond:
             if self._running is job:
                 self._running = None
+            if self._between is job:
+                self._between = None
 
     def cancel(self, client_id: str, job_id: Optional[str] = None) -> List[Job]:
         """Cancel one job or all of a client's jobs. Returns the queued jobs removed; a running job is
@@ -104,9 +130,9 @@ class FairScheduler:
             for j in removed:
                 state.jobs.remove(j)
                 j.cancel_event.set()
-            running = self._running
-            if running and running.client_id == client_id and job_id in (None, running.id):
-                running.cancel_event.set()
+            for running in (self._running, self._between):
+                if running and running.client_id == client_id and job_id in (None, running.id):
+                    running.cancel_event.set()
             return removed
 
     def forget(self, client_id: str) -> None:

@@ -86,7 +86,8 @@ class DeviceWorker:
                 model = self.models.get(settings.model, status)
                 resources = self.resources(model, settings, status)
                 loaded = time.perf_counter()
-                out = generate(model, settings, job.inputs, on_step, lambda: job.cancelled, resources)
+                out = generate(model, settings, job.inputs, on_step, lambda: job.cancelled, resources,
+                               self._live_frame_between_steps)
                 made = time.perf_counter()
                 timings.update(load=(loaded - started) * 1000, model=(made - loaded) * 1000)
             except JobCancelled:
@@ -116,6 +117,18 @@ class DeviceWorker:
             image = _result_image(out.image, settings.result_encoding, png)
             self.emit(job.client_id, Result(job.id, job.request_id, settings, settings.seed, str(saved.path), image,
                                             timings=_finish(timings, made, started)))
+
+    def _live_frame_between_steps(self) -> None:
+        """Live frames are not starved by a long job: one waiting frame, if its model is loaded, runs now."""
+        loaded = set(self.models.loaded_names())
+        frame = self.scheduler.take_live_between_steps(
+            lambda j: j.warm_up is None and (j.settings.model or self.models.default_name) in loaded)
+        if frame is None:
+            return
+        try:
+            self.run_live_frame(frame)     # reports its own errors and cancellation
+        finally:
+            self.scheduler.finish(frame)
 
     def resources(self, model, settings, status) -> JobResources:
         """The library components a job names, loaded (and cached) on this thread."""
