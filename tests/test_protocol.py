@@ -94,3 +94,17 @@ def test_protocol_package_stays_light():
             "heavy = [m for m in ('numpy', 'torch', 'PIL', 'diffusers', 'cv2') if m in sys.modules]; "
             "print(heavy)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"
+
+
+def test_the_live_preset_is_few_steps_at_cfg_1_with_what_the_server_offers():
+    from controlbridge_protocol import Capabilities, JobSettings, LoraSettings
+    from controlbridge_protocol.presets import live_settings
+    art = JobSettings(prompt="a lighthouse", seed=3, steps=30, cfg=7.0, sampler="dpmpp_2m", preview_every=5,
+                      loras=[LoraSettings("style.safetensors", 0.8)], batch_size=4)
+    offers = Capabilities(samplers=["euler", "lcm"], features=["live", "fast_decode"])
+    live = live_settings(art, offers, denoise=0.55)
+    assert (live.sampler, live.steps, live.cfg, live.denoise) == ("lcm", 4, 1.0, 0.55)
+    assert live.fast_decode and live.result_encoding == "jpeg" and live.preview_every == 0 and live.batch_size == 1
+    assert (live.prompt, live.seed, live.loras) == (art.prompt, art.seed, art.loras)   # the artist's choices stay
+    plain = live_settings(art, Capabilities(samplers=["euler"], features=["live"]))
+    assert (plain.sampler, plain.steps, plain.cfg, plain.fast_decode) == ("dpmpp_2m", 30, 7.0, False)

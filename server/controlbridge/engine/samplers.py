@@ -15,6 +15,11 @@ SAMPLERS = {
     "ddim": (DDIMScheduler, {}),
     "unipc": (UniPCMultistepScheduler, {}),
     "lcm": (LCMScheduler, {}),
+    # Few-step models (SD-Turbo / SDXL-Turbo, Hyper-SD, LCM-LoRA) are distilled for timesteps that start at the
+    # very end of the schedule ("trailing", close to ComfyUI's sgm_uniform): 1-4 steps at CFG 1.
+    "euler_a_trailing": (EulerAncestralDiscreteScheduler, {"timestep_spacing": "trailing"}),
+    "ddim_trailing": (DDIMScheduler, {"timestep_spacing": "trailing"}),
+    "lcm_trailing": (LCMScheduler, {"timestep_spacing": "trailing"}),
 }
 
 
@@ -30,6 +35,6 @@ LCM_ORIGINAL_STEPS = 50   # LCMScheduler's default original_inference_steps (the
 def step_limit(name: str, denoise: float):
     """The most steps a sampler can run at this denoise, or None for no limit of its own.
     LCM picks its steps from the distillation schedule, of which img2img uses the `denoise` fraction."""
-    if name == "lcm":
+    if name in ("lcm", "lcm_trailing"):
         return max(1, int(LCM_ORIGINAL_STEPS * denoise))
     return None
