@@ -97,6 +97,9 @@ class JobSettings:
     # ControlNet name -> an estimator run on the color image when no such attachment is sent, e.g.
     # {"depth": "midas"} for a photo (offered when the server has the estimators extra).
     estimate: Dict[str, str] = field(default_factory=dict)
+    # Live frames only: consecutive frames' steps batched into one model call (more frames/s on a GPU, each shown
+    # N-1 frames late for N run steps); needs the ddim or ddim_trailing sampler and cfg 1. Jobs ignore it.
+    stream_batch: bool = False
 
     def replace(self, **changes) -> "JobSettings":
         return dataclasses.replace(self, **changes)

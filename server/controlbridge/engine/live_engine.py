@@ -12,9 +12,10 @@ prompt cache, the depth normalization) and differs where a frame's latency is wo
   these small image operations (measured in benchmarks/RESULTS.md), so the host implementations run.
 Encoding the result (JPEG/WebP) is not done here: the server does it off the device thread.
 """
+import json
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Optional, Set, Tuple
+from typing import Callable, Dict, Hashable, Optional, Set, Tuple
 
 import numpy as np
 import torch
@@ -29,6 +30,7 @@ from .generate import (JobInputs, JobResources, active_controlnets, generate, ou
                        prepare_inputs, run_pass)
 from .models import LoadedModel
 from .resolution import center_crop_box, working_size
+from .stream_batch import StreamSessions
 
 LIVE_PIPELINES = "live"     # the pipeline cache's key for the live engine's own pipelines
 
@@ -47,6 +49,7 @@ class LiveEngine:
         # None: image operations on the device unless the device is the CPU (see the module docstring).
         self.on_device = on_device
         self.warmed: Set[tuple] = set()      # (model name, working size, sampler, ControlNets, decoder)
+        self.streams = StreamSessions()      # the frames in flight of sessions with stream_batch on
 
     def warm_up(self, model: LoadedModel, settings: JobSettings, width: int, height: int,
                 resources: Optional[JobResources] = None) -> Tuple[Tuple[int, int], float]:
@@ -69,9 +72,10 @@ class LiveEngine:
 
     def render(self, model: LoadedModel, settings: JobSettings, inputs: JobInputs,
                resources: Optional[JobResources] = None, is_cancelled: Callable[[], bool] = lambda: False,
-               ) -> LiveOutput:
+               session: Hashable = None) -> LiveOutput:
         """One frame; `settings.seed` resolved. Same pixels as `generate` for inputs already at the working size
-        (tested); resizing here is bilinear/bicubic instead of Lanczos, a difference of a few levels."""
+        (tested); resizing here is bilinear/bicubic instead of Lanczos, a difference of a few levels.
+        With `settings.stream_batch` the frame joins `session`'s stream and the one returned is N-1 frames older."""
         resources = resources or JobResources()
         start = time.perf_counter()
         if model.family == "flux" or settings.hires is not None:
@@ -94,8 +98,12 @@ class LiveEngine:
         prompts = model.prompts.pipeline_arguments(pipe, model.family, settings.prompt, settings.negative_prompt,
                                                    settings.cfg > 1.0, extra_key=tuple(resources.loras))
         prepared = time.perf_counter()
-        images = run_pass(pipe, model, settings, prompts, color, settings.denoise, settings.steps, maps, None,
-                          is_cancelled, "", "pt")
+        if settings.stream_batch:
+            key = (model.name, size, tuple(resources.loras), json.dumps(settings.to_dict(), sort_keys=True))
+            images = self.streams.render(session, key, pipe, model, settings, prompts, color, maps, is_cancelled)
+        else:
+            images = run_pass(pipe, model, settings, prompts, color, settings.denoise, settings.steps, maps, None,
+                              is_cancelled, "", "pt")
         image = _to_host_uint8(images, out_w, out_h, on_device)
         done = time.perf_counter()
         return LiveOutput(image, size, {"prepare": (prepared - start) * 1000, "model": (done - prepared) * 1000})

@@ -34,7 +34,7 @@ class SkippingMultiControlNet(MultiControlNetModel):
     def forward(self, sample, timestep, encoder_hidden_states, controlnet_cond, conditioning_scale, **kwargs):
         down, mid = None, None
         for image, scale, net in zip(controlnet_cond, conditioning_scale, self.nets):
-            if float(scale) == 0.0:
+            if not torch.as_tensor(scale).any():     # a float, or one scale per batch item (stream batch)
                 continue
             d, m = net(sample=sample, timestep=timestep, encoder_hidden_states=encoder_hidden_states,
                        controlnet_cond=image, conditioning_scale=scale, **kwargs)

@@ -20,6 +20,7 @@ from ..engine.model_manager import ModelManager, WrongFamily
 from ..engine.resolution import center_crop_box
 from ..library.scan import LibraryError
 from ..engine.samplers import SAMPLERS, step_limit
+from ..engine.stream_batch import stream_batch_problem
 from ..imaging.codecs import decode_control_map, decode_rgb, decode_scalar
 from ..imaging.estimators import ESTIMATORS, unavailable_reason
 from .config import Limits
@@ -137,6 +138,9 @@ def check_models(s: JobSettings, models: ModelManager) -> None:
     if family == "flux" and s.sampler != "euler":
         raise _fail(ErrorCode.UNKNOWN_SAMPLER, f"FLUX models sample with flow matching: use the euler sampler, "
                                                f"not {s.sampler!r}")
+    problem = stream_batch_problem(s, family)
+    if problem:
+        raise _fail(ErrorCode.OUT_OF_RANGE, problem)
     if family == "flux" and s.hires is not None and s.hires.upscaler == "latent":
         raise _fail(ErrorCode.OUT_OF_RANGE, "latent hires upscale is not available for FLUX (its latents are "
                                             "packed); use lanczos or an upscale model")

@@ -153,7 +153,8 @@ class DeviceWorker:
         try:
             model = self.models.get(job.settings.model, lambda text: None)
             out = self.live.render(model, job.settings, job.inputs,
-                                   self.resources(model, job.settings, lambda text: None), lambda: job.cancelled)
+                                   self.resources(model, job.settings, lambda text: None), lambda: job.cancelled,
+                                   session=job.client_id)
         except JobCancelled:
             self.emit(job.client_id, LiveSkipped(job.request_id, "stopped"))
             return
