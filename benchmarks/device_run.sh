@@ -9,7 +9,7 @@
 # itself without dependencies into /tmp/cb-site (the image has torch, transformers, peft, opencv, ...),
 # builds full-size random-weight SD1.5 / SDXL (twice each: stock and ours), then runs, most important first,
 # each step under its own time limit so one slow step cannot eat the rest:
-#   1. live rows a, b, t (SD1.5 512, depth (+canny), 4 and 1 steps, TAESD) + their whole-server rows
+#   1. live rows a, b, t, s (SD1.5 512, depth (+canny), 4 and 1 steps, stream batch, TAESD) + whole-server rows
 #   2. quality row c (SDXL 1024 + depth, CFG, 12 steps, full VAE) + its server row
 #   3. cpu-side host steps, and the server-overhead row on the tiny model on the CPU
 # Writes $OUT/RESULTS.md (sections to append to benchmarks/RESULTS.md), $OUT/results.jsonl, $OUT/log.txt,
@@ -67,7 +67,7 @@ step() {
 }
 
 DEVICE_NOTE="device_run.sh $MODE"
-step "live rows a, b, t + server" 55 $TINY --rows a,b,t,server-a,server-b,server-t --iters $ITERS --warmup $WARM --note "$DEVICE_NOTE"
+step "live rows a, b, t, s + server" 55 $TINY --rows a,b,t,s,server-a,server-b,server-t,server-s --iters $ITERS --warmup $WARM --note "$DEVICE_NOTE"
 step "quality row c + server" 75 $TINY --rows c,server-c --iters $ITERS_C --warmup $((WARM > 1 ? 2 : 1)) --note "$DEVICE_NOTE"
 step "cpu-side + server overhead (tiny model, CPU)" 100 --device cpu --rows cpu-side,overhead --iters 20 --warmup 2 --note "$DEVICE_NOTE"
 

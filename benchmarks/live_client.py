@@ -3,7 +3,8 @@
     python benchmarks/live_client.py WS_URL SETTINGS_JSON SIZE
 
 It connects, then for every line `frame` on stdin sends one live frame (color + raw depth of the synthetic
-blockout, a new seed each frame so the server never skips it as unchanged), waits for its live_result and
+blockout with one pixel changed each frame, so the server never skips it as unchanged; one seed, as a live
+session keeps), waits for its live_result and
 writes one JSON line to stdout: {"ms": round trip, "elapsed_ms": ..., "timings": {...} or null}. `quit` ends it.
 Only the protocol package, numpy and the demo scene are imported: no torch, nothing of the server.
 """
@@ -19,17 +20,18 @@ def main(url: str, settings_json: str, size: int) -> int:
     from controlbridge.demo_scene import render_blockout
     settings = JobSettings.from_dict(json.loads(settings_json))
     rgba, depth = render_blockout(size, size)
-    images = [ImageAttachment.raw_rgba8("color", size, size, rgba.tobytes()),
-              ImageAttachment.raw_depth("depth", size, size, depth.astype("<f4").tobytes())]
+    depth_image = ImageAttachment.raw_depth("depth", size, size, depth.astype("<f4").tobytes())
     client = Client(url, client_name="benchmark")
     client.connect()
-    seed = 0
+    frame = 0
     for line in sys.stdin:
         if line.strip() != "frame":
             break
-        seed += 1
+        frame += 1
+        rgba[0, 0, 0] = frame % 256
+        images = [ImageAttachment.raw_rgba8("color", size, size, rgba.tobytes()), depth_image]
         start = time.perf_counter()
-        request_id = client.send_live_frame(settings.replace(seed=seed), images)
+        request_id = client.send_live_frame(settings, images)
         while True:
             event = client.next_event(timeout=600)
             if isinstance(event, LiveResult) and event.request_id == request_id:

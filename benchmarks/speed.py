@@ -11,6 +11,8 @@ Rows (a, b, t, c: the stock pipeline and our engine; server-X: row X through the
   a         SD1.5 512x512 + depth ControlNet, 8 steps x denoise 0.5 = 4 run, CFG 1, TAESD decode (live)
   b         the same with depth + canny ControlNets (the issue's live target row)
   t         turbo-style: b at 2 steps x 0.5 = 1 run step
+  s         stream batch: b with the ddim sampler and settings.stream_batch, the 4 run steps of 4 consecutive
+            frames in one batched call (each frame shown 3 frames late); its stock path runs DDIM too
   c         SDXL 1024x1024 + depth, 20 steps x 0.6 = 12 run, CFG 5, full VAE (quality)
   overhead  the tiny model through the whole server, 512x512 frames: server time per frame minus the model
             time the server reports (the client-side round trip too)
@@ -70,6 +72,8 @@ class Row:
     fast_decode: bool
     what: str
     tiny_model: bool = False        # always the tiny model (the server-overhead row)
+    sampler: str = "euler"
+    stream_batch: bool = False
 
     @property
     def run_steps(self) -> int:
@@ -80,11 +84,14 @@ ROWS = {
     "a": Row("sd15", ("depth",), 512, 8, 0.5, 1.0, True, "SD1.5 512 + depth, 4 steps, TAESD"),
     "b": Row("sd15", ("depth", "canny"), 512, 8, 0.5, 1.0, True, "SD1.5 512 + depth + canny, 4 steps, TAESD"),
     "t": Row("sd15", ("depth", "canny"), 512, 2, 0.5, 1.0, True, "turbo: SD1.5 512 + depth + canny, 1 step, TAESD"),
+    "s": Row("sd15", ("depth", "canny"), 512, 8, 0.5, 1.0, True,
+             "stream batch: b with ddim, 4 frames per call, each shown 3 frames late", sampler="ddim",
+             stream_batch=True),
     "c": Row("sdxl", ("depth",), 1024, 20, 0.6, 5.0, False, "SDXL 1024 + depth, CFG 5, 12 steps, full VAE"),
     "overhead": Row("sd15", ("depth", "canny"), 512, 8, 0.5, 1.0, True, "tiny model, 512 frames, whole server",
                     tiny_model=True),
 }
-DEFAULT_ROWS = "a,b,t,c,server-a,server-b,server-t,server-c"
+DEFAULT_ROWS = "a,b,t,s,c,server-a,server-b,server-t,server-s,server-c"
 
 
 def live_engine_class():
@@ -135,8 +142,8 @@ class Scene:
 
 def job_settings(row: Row):
     from controlbridge_protocol import ControlNetSettings, JobSettings
-    return JobSettings(prompt=PROMPT, seed=1, steps=row.steps, denoise=row.denoise, cfg=row.cfg, sampler="euler",
-                       fast_decode=row.fast_decode, result_encoding="jpeg", canny_low=100, canny_high=200,
+    return JobSettings(prompt=PROMPT, seed=1, steps=row.steps, denoise=row.denoise, cfg=row.cfg, sampler=row.sampler,
+                       stream_batch=row.stream_batch, fast_decode=row.fast_decode, result_encoding="jpeg", canny_low=100, canny_high=200,
                        controlnets={n: ControlNetSettings() for n in row.controlnets})
 
 
@@ -148,7 +155,7 @@ class StockPath:
     label = "stock diffusers"
 
     def __init__(self, model, row: Row, scene: Scene, raw: bool):
-        from diffusers import (EulerDiscreteScheduler, StableDiffusionControlNetImg2ImgPipeline,
+        from diffusers import (DDIMScheduler, EulerDiscreteScheduler, StableDiffusionControlNetImg2ImgPipeline,
                                StableDiffusionXLControlNetImg2ImgPipeline)
         cls = StableDiffusionXLControlNetImg2ImgPipeline if row.family == "sdxl" else \
             StableDiffusionControlNetImg2ImgPipeline
@@ -157,7 +164,8 @@ class StockPath:
         cns = [model.controlnets[n] for n in row.controlnets]
         parts.update(controlnet=cns[0] if len(cns) == 1 else cns,
                      vae=model.taesd if row.fast_decode else model.base.vae,
-                     scheduler=EulerDiscreteScheduler.from_config(model.base.scheduler.config))
+                     scheduler={"euler": EulerDiscreteScheduler, "ddim": DDIMScheduler}[row.sampler].from_config(
+                         model.base.scheduler.config))
         if "safety_checker" in params:
             parts.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
         self.pipe = cls(**parts)
@@ -188,7 +196,8 @@ class EnginePath:
         if engine_class is not None:
             engine = engine_class()
             self.label = "ours: LiveEngine"
-            self.render = lambda: engine.render(self.model, self.settings, self.job_inputs)
+            # one session: with stream_batch its frames stay in flight from call to call
+            self.render = lambda: engine.render(self.model, self.settings, self.job_inputs, session="benchmark")
         else:
             from controlbridge.engine.generate import generate
             self.label = "ours: engine.generate"
