@@ -87,6 +87,8 @@ def test_blender_addon(spawn_server, tmp_path):
     })
     cmd = [str(python), "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "-c", str(INSIDE / "pytest.ini"),
            "--rootdir", str(INSIDE), "--confcutdir", str(INSIDE), str(INSIDE)]
+    if os.environ.get("CONTROLBRIDGE_BLENDER_K"):   # a developer's subset: -k for the in-Blender tests
+        cmd += ["-k", os.environ["CONTROLBRIDGE_BLENDER_K"]]
     proc = subprocess.run(cmd, cwd=str(tmp_path), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True, timeout=INSIDE_TIMEOUT_S)
     sys.stdout.write(proc.stdout)   # shown by pytest -rA / on failure

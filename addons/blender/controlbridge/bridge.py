@@ -1,7 +1,10 @@
 """The one module that knows both threads.
 
 Worker threads do the blocking network work (connect + handshake, sending a job's images) and hand what
-happened to the main thread through a queue. The Client's own reader thread queues server events. The
+happened to the main thread through a queue. A job is "server first, capture second": the worker connects
+and reads the handshake, and only once the server has answered does drain() run the job's capture (on the
+main thread, where Blender renders) and start a second worker that sends it. A server that is down, a
+wrong URL or a refused token is reported without any render. The Client's own reader thread queues server events. The
 main thread takes both in `drain()`, run by `bpy.app.timers` while anything is under way, and only there
 touches Blender data (result images, placements, history, capabilities, previews).
 
@@ -16,7 +19,7 @@ import queue
 import re
 import threading
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
 import bpy
 
@@ -26,14 +29,14 @@ from .vendor.controlbridge_protocol import (Accepted, Cancelled, Client, Control
 
 CONNECT_TIMEOUT = 5.0
 POLL_INTERVAL = 0.1
-ACTIVE_PHASES = ("connecting", "submitting", "queued", "running", "cancelling")
+ACTIVE_PHASES = ("connecting", "capturing", "submitting", "queued", "running", "cancelling")
 
 
 @dataclass
 class State:
     """What the panel and the status bar show. `line` is always one line; `error` is set when it failed."""
 
-    phase: str = "idle"        # idle | connecting | submitting | queued | running | cancelling
+    phase: str = "idle"        # idle | connecting | capturing | submitting | queued | running | cancelling
     #                            | finished | failed | cancelled
     line: str = ""
     error: str = ""
@@ -54,9 +57,12 @@ class Job:
     """One generation, from the operator to its placement. Built on the main thread."""
 
     settings: object            # JobSettings
-    images: list                # [ImageAttachment]
-    meta: dict                  # capture.Capture.meta(): camera, matrix, frame, size
     scene_name: str
+    # Main thread, called once the server has answered: returns (images, meta), the ImageAttachments and
+    # capture.Capture.meta() (camera, matrix, frame, size); raises with a one-line message.
+    capture: Optional[Callable] = None
+    images: list = field(default_factory=list)
+    meta: dict = field(default_factory=dict)
     place_background: bool = True
     place_plane: bool = False
     plane_distance: float = 10.0
@@ -78,6 +84,7 @@ _client_lock = threading.Lock()
 _connect_lock = threading.Lock()   # one connection attempt at a time (the job worker and the live thread)
 _worker: Optional[threading.Thread] = None
 _job: Optional[Job] = None
+_job_server = None                 # (url, token) of the running job
 _live_listener = None              # live.py's main-thread callback (kind, value) -> bool, set while live is on
 _live_thread: Optional[threading.Thread] = None   # connecting or sending one live frame
 
@@ -115,13 +122,14 @@ def connect(url: str, token: str) -> None:
 
 
 def generate(url: str, token: str, job: Job) -> None:
-    """Send a job in the background; progress and the result arrive through drain()."""
-    global _job
+    """Check the server in the background, then capture (drain(), main thread), then send in the background;
+    progress and the result arrive through drain()."""
+    global _job, _job_server
     if busy():
         raise Busy("ControlBridge is busy with a job; wait for it or cancel it")
-    _job = job
+    _job, _job_server = job, (url, token)
     _set(phase="connecting", line=f"Connecting to {url} ...", error="", step=0, total=0, job_id=None)
-    _start_worker(url, token, job)
+    _start_worker(url, token, job, _connect_work)
 
 
 def cancel() -> bool:
@@ -150,19 +158,26 @@ def shutdown() -> None:
     with _client_lock:
         client, _client, _client_key = _client, None, None
     if client is not None:
-        try:
-            client.close()
-        except Exception:
-            pass
+        _close_in_background(client)
     _job = None
     _state.__init__()
 
 
+def _close_in_background(client) -> None:
+    """Client.close() joins its reader thread (up to seconds): never on the main thread."""
+    def close():
+        try:
+            client.close()
+        except Exception:
+            pass
+    threading.Thread(target=close, name="controlbridge-close", daemon=True).start()
+
+
 # ---- worker thread -----------------------------------------------------------------------------------------
 
-def _start_worker(url, token, job) -> None:
+def _start_worker(url, token, job, work=None) -> None:
     global _worker
-    _worker = threading.Thread(target=_work, args=(url, token or None, job, client_name()),
+    _worker = threading.Thread(target=work or _work, args=(url, token or None, job, client_name()),
                                name="controlbridge-submit", daemon=True)
     _worker.start()
     _ensure_timer()
@@ -201,6 +216,17 @@ def _work(url, token, job, name) -> None:
             _inbox.put(("submitting", job, None))
             request_id = client.submit(job.settings, job.images)
             _inbox.put(("submitted", job, request_id))
+    except ControlBridgeError as exc:
+        _inbox.put(("failed", job, _one_line(str(exc))))
+    except Exception as exc:  # noqa: BLE001 - a worker must always report how it ended
+        _inbox.put(("failed", job, _one_line(f"unexpected error: {type(exc).__name__}: {exc}")))
+
+
+def _connect_work(url, token, job, name) -> None:
+    """Off the main thread: connect and read the handshake before the job's capture is made."""
+    try:
+        _ensure_client(url, token, name)
+        _inbox.put(("connected", job, None))
     except ControlBridgeError as exc:
         _inbox.put(("failed", job, _one_line(str(exc))))
     except Exception as exc:  # noqa: BLE001 - a worker must always report how it ended
@@ -360,7 +386,9 @@ def _handle_worker(kind, payload, value) -> None:
     job = payload
     if job is not None and job is not _job:
         return   # a stale report from a job that is over
-    if kind == "submitting":
+    if kind == "connected":
+        _capture_and_send(job)
+    elif kind == "submitting":
         _set(phase="submitting", line="Sending the capture ...")
     elif kind == "submitted":
         job.request_id = value
@@ -370,6 +398,27 @@ def _handle_worker(kind, payload, value) -> None:
             return
         _job = None
         _set(phase="failed", line=value, error=value)
+
+
+def _capture_and_send(job: Job) -> None:
+    """The server answered: capture now (main thread, Blender renders here), then send in the background."""
+    global _job
+    if job.cancel_requested:
+        _job = None
+        _set(phase="cancelled", line="Cancelled", error="")
+        return
+    _set(phase="capturing", line="Capturing ...")
+    try:
+        if job.capture is not None:
+            job.images, job.meta = job.capture()
+    except Exception as exc:  # noqa: BLE001 - CaptureError, ValueError, or Blender's own: one line, no job
+        _job = None
+        line = _one_line(f"Capture failed: {exc}")
+        _set(phase="failed", line=line, error=line)
+        return
+    url, token = _job_server
+    _set(phase="submitting", line="Sending the capture ...")
+    _start_worker(url, token, job)
 
 
 def _mine(event) -> bool:

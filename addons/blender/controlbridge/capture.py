@@ -2,21 +2,23 @@
 
 The capture path (the same in the interactive UI and headless):
 1. Render the view with `bpy.ops.render.render` (blocking) at the scene's render resolution x percentage,
-   with the Z pass (and the Normal pass when asked) enabled on the view layer, the compositor and the
-   sequencer, stamp and stereo switched off, and no render border. The engine is Cycles (it renders everywhere, also in
-   background mode without a GPU) with `capture_samples` samples, unless the artist picks "Scene engine"
-   and the scene uses EEVEE (faster in the UI on a GPU; EEVEE cannot render headless, so Cycles is used there).
+   with the Z pass (and the Normal pass when asked) enabled on the view layer, the sequencer, stamp and stereo
+   switched off, and no render border. The engine is the artist's choice (CaptureOptions.engine): EEVEE
+   (the default: fast on a GPU), Workbench (fastest, solid shading) or Cycles ("final quality").
 2. Save the Render Result twice with `Image.save_render`: an uncompressed 8-bit RGBA Targa (the color,
    with the scene's view transform applied, exactly what the artist's render would look like) and a
-   32-bit float multilayer EXR (the passes, linear). Both are read back with numpy (exr.py), no
-   temporary image datablocks.
-3. Restore every setting that was changed, even when the render fails. When a Render Result exists, the
+   32-bit float multilayer EXR whose bytes go to the server as they are (the `exr` encoding: the server
+   reads the depth channel with OpenEXR; the add-on parses no EXR). Normals, when asked, come from a
+   temporary compositor File Output node as a single-layer EXR that Blender's own image loader reads.
+3. Film > Transparent: the sky is sent as the artist sees it, the world rendered behind the scene (film
+   made opaque for the capture), or composited over an explicit background colour.
+4. Restore every setting that was changed, even when the render fails. When a Render Result exists, the
    capture renders into its own render slot ("ControlBridge capture"), so the artist's last render is
    kept in its slot (and the capture can be inspected in the Image Editor).
 
-Depth is sent RAW: Cycles' Z pass is the planar camera-space distance along the view axis, in scene
-units, and background pixels are 1e10. `far` is the camera's clip end: nothing nearer than it is
-background, and the renderer never returns a hit beyond it. The server normalizes depth.
+Depth is sent RAW: the Z pass is the planar camera-space distance along the view axis, in scene units
+(Cycles, EEVEE and Workbench alike), and background pixels are at or beyond `far` (Cycles and Workbench
+write 1e10, EEVEE just past the clip end). `far` is the camera's clip end. The server normalizes depth.
 """
 import os
 import shutil
@@ -27,13 +29,12 @@ from typing import Optional
 import bpy
 import numpy as np
 
-from . import exr
 from .frustum import Frame, camera_frame, unscaled_matrix
 from .vendor.controlbridge_protocol import ImageAttachment
 
 # Objects this add-on creates that must not show in a capture (the image plane sits in front of the camera).
 HELPER_PROP = "controlbridge_helper"
-EEVEE_ENGINES = ("BLENDER_EEVEE", "BLENDER_EEVEE_NEXT")
+EEVEE_ENGINES = ("BLENDER_EEVEE", "BLENDER_EEVEE_NEXT")   # 5.0 / 4.2-4.4
 CAPTURE_SLOT = "ControlBridge capture"   # the Render Result slot captures go to
 
 
@@ -45,9 +46,10 @@ class CaptureError(Exception):
 class Capture:
     width: int
     height: int
-    color: bytes                    # raw RGBA8, sRGB (view transform applied), top row first
-    depth: np.ndarray               # float32 (height, width), scene units, top row first
+    color: bytes                    # raw RGBA8, sRGB (view transform applied), top row first, alpha 255
     far: float
+    depth: Optional[np.ndarray] = None   # float32 (height, width), scene units, top row first (viewport path)
+    depth_exr: Optional[bytes] = None    # or the EXR file Blender wrote, its Depth.Z pass (render path)
     normal: Optional[bytes] = None  # raw RGBA8 camera-space normal map (x right, y up, z to the camera)
     camera_name: str = ""
     camera_matrix: list = field(default_factory=list)  # 4x4 row-major, unscaled world matrix at capture time
@@ -55,9 +57,12 @@ class Capture:
     engine: str = ""
 
     def attachments(self):
-        images = [ImageAttachment.raw_rgba8("color", self.width, self.height, self.color),
-                  ImageAttachment.raw_depth("depth", self.width, self.height,
-                                            self.depth.astype("<f4").tobytes(), far=self.far)]
+        if self.depth_exr is not None:
+            depth = ImageAttachment.exr_depth("depth", self.width, self.height, self.depth_exr, far=self.far)
+        else:
+            depth = ImageAttachment.raw_depth("depth", self.width, self.height,
+                                              self.depth.astype("<f4").tobytes(), far=self.far)
+        images = [ImageAttachment.raw_rgba8("color", self.width, self.height, self.color), depth]
         if self.normal is not None:
             images.append(ImageAttachment.raw_rgba8("normal", self.width, self.height, self.normal))
         return images
@@ -67,6 +72,23 @@ class Capture:
         return {"camera": self.camera_name, "matrix": self.camera_matrix,
                 "frame": self.frame.to_dict() if self.frame else None,
                 "width": self.width, "height": self.height}
+
+
+@dataclass(frozen=True)
+class CaptureOptions:
+    """How to capture: the panel's Capture settings (options_from_props), one object for every caller."""
+    engine: str = "EEVEE"                  # EEVEE | WORKBENCH | CYCLES (see properties.CAPTURE_ENGINES)
+    samples: int = 4                       # EEVEE's render samples
+    final_samples: int = 32                # Cycles' samples
+    background: str = "WORLD"              # WORLD: the world behind a transparent film | COLOR: background_color
+    background_color: tuple = (0.5, 0.5, 0.5)   # display-space (sRGB) 0..1
+    normals: bool = False
+
+
+def options_from_props(p) -> CaptureOptions:
+    return CaptureOptions(engine=p.capture_engine, samples=int(p.capture_samples),
+                          final_samples=int(p.final_samples), background=p.capture_background,
+                          background_color=tuple(p.background_color), normals=bool(p.send_normals))
 
 
 def render_size(scene):
@@ -138,16 +160,6 @@ def _read_tga_rgba(path, width, height) -> np.ndarray:
     return rgba
 
 
-def _pass(channels: dict, layer: str, suffix: str) -> np.ndarray:
-    exact = f"{layer}.{suffix}"
-    if exact in channels:
-        return channels[exact]
-    for name, arr in channels.items():
-        if name.endswith("." + suffix) or name == suffix:
-            return arr
-    raise CaptureError(f"the render has no {suffix} pass (channels: {', '.join(sorted(channels)) or 'none'})")
-
-
 def _render_result_image(required=True):
     for image in bpy.data.images:
         if image.type == "RENDER_RESULT":
@@ -157,15 +169,73 @@ def _render_result_image(required=True):
     return None
 
 
-def capture_engine(scene, choice: str) -> str:
-    if choice == "SCENE" and scene.render.engine in EEVEE_ENGINES + ("CYCLES",):
-        if scene.render.engine == "CYCLES" or not bpy.app.background:
-            return scene.render.engine
-    return "CYCLES"
+def engine_id(choice: str) -> str:
+    """The render engine identifier for a capture choice, in this Blender version."""
+    if choice == "CYCLES":
+        return "CYCLES"
+    if choice == "WORKBENCH":
+        return "BLENDER_WORKBENCH"
+    if choice == "EEVEE":
+        static = {item.identifier for item in bpy.types.RenderSettings.bl_rna.properties["engine"].enum_items}
+        return next((e for e in EEVEE_ENGINES if e in static), EEVEE_ENGINES[0])
+    raise CaptureError(f"unknown capture engine '{choice}' (EEVEE, WORKBENCH or CYCLES)")
 
 
-def capture(scene, view_layer=None, *, engine_choice="CYCLES", samples=16, normals=False) -> Capture:
+def _over_background(rgba: np.ndarray, color) -> np.ndarray:
+    """Straight-alpha RGBA8 composited over an opaque display-space colour (the 8-bit file's alpha is straight)."""
+    a = rgba[..., 3:4].astype(np.float32) / 255.0
+    bg = np.clip(np.asarray(color, np.float32)[:3], 0.0, 1.0) * 255.0
+    out = rgba.copy()
+    out[..., :3] = np.clip(np.round(rgba[..., :3] * a + bg * (1.0 - a)), 0, 255).astype(np.uint8)
+    return out
+
+
+def _normal_output(scene, tmp: TemporarySettings, tmpdir: str):
+    """A temporary compositor with a File Output node that writes the Normal pass as a single-layer float EXR
+    (Blender's image loader reads that one; multilayer passes are not reachable from Python). Returns the
+    node group, to be removed after the render."""
+    if not hasattr(scene, "compositing_node_group"):
+        raise CaptureError("Send Normals needs Blender 5.0 or newer")
+    tree = bpy.data.node_groups.new("ControlBridge normals", "CompositorNodeTree")
+    layers = tree.nodes.new("CompositorNodeRLayers")
+    layers.scene = scene
+    out = tree.nodes.new("CompositorNodeOutputFile")
+    out.directory = tmpdir + os.sep
+    out.file_name = "normal"
+    fmt = out.format
+    if hasattr(fmt, "media_type"):
+        fmt.media_type = "IMAGE"
+    fmt.file_format, fmt.color_depth = "OPEN_EXR", "32"
+    out.file_output_items.new("RGBA", "Normal")
+    tree.links.new(layers.outputs["Normal"], out.inputs[0])
+    tmp.set(scene, "compositing_node_group", tree)
+    tmp.set(scene.render, "use_compositing", True)
+    return tree
+
+
+def _read_normals(tmpdir: str, camera, width: int, height: int) -> bytes:
+    """The File Output's world-space normals as a camera-space normal map (RGBA8, top row first)."""
+    path = next((os.path.join(tmpdir, f) for f in sorted(os.listdir(tmpdir)) if f.startswith("normal")), None)
+    if path is None:
+        raise CaptureError("the compositor wrote no normal pass")
+    image = bpy.data.images.load(path)
+    try:
+        if tuple(image.size) != (width, height):
+            raise CaptureError(f"normal pass is {image.size[0]}x{image.size[1]}, expected {width}x{height}")
+        px = np.empty(width * height * 4, np.float32)
+        image.pixels.foreach_get(px)
+    finally:
+        bpy.data.images.remove(image)
+    n = px.reshape(height, width, 4)[::-1, :, :3]       # Blender's pixels are bottom row first
+    rot = np.array(unscaled_matrix(camera).to_3x3(), dtype=np.float32)
+    n_cam = n @ rot   # rows are world normals: (R^T n)^T = n^T R
+    enc = np.clip(np.round((n_cam * 0.5 + 0.5) * 255.0), 0, 255).astype(np.uint8)
+    return np.concatenate([enc, np.full((height, width, 1), 255, np.uint8)], axis=-1).tobytes()
+
+
+def capture(scene, view_layer=None, options: Optional[CaptureOptions] = None) -> Capture:
     """Render the scene's active camera and return color + raw depth (+ normals). Leaves the scene as it was."""
+    options = options or CaptureOptions()
     camera = scene.camera
     if camera is None:
         raise CaptureError("The scene has no active camera: add one or set Scene > Camera")
@@ -177,28 +247,36 @@ def capture(scene, view_layer=None, *, engine_choice="CYCLES", samples=16, norma
     except ValueError as exc:
         raise CaptureError(str(exc)) from None
     width, height = render_size(scene)
-    engine = capture_engine(scene, engine_choice)
+    engine = engine_id(options.engine)
 
     tmp = TemporarySettings()
     tmpdir = tempfile.mkdtemp(prefix="controlbridge_capture_")
     r = scene.render
+    normal_tree = None
     try:
         tmp.set(r, "engine", engine)
         tmp.set(r, "use_compositing", False)
         tmp.set(r, "use_sequencer", False)
         tmp.set(r, "use_border", False)
         tmp.set(r, "use_stamp", False)        # no metadata burnt into the pixels
+        # ... nor written into the EXR's header: its render time and date would make every capture's bytes
+        # differ, and the server recognizes an unchanged live frame by its bytes.
+        for prop in r.bl_rna.properties:
+            if prop.identifier.startswith("use_stamp_") and prop.identifier != "use_stamp_labels":
+                tmp.set(r, prop.identifier, False)
         tmp.set(r, "use_multiview", False)    # one view, not a stereo pair
+        # WORLD: render the world behind the scene, as the viewport shows it; COLOR: composited below.
+        tmp.set(r, "film_transparent", options.background == "COLOR")
         tmp.set(view_layer, "use_pass_z", True)
-        if normals:
+        if options.normals:
             tmp.set(view_layer, "use_pass_normal", True)
+            normal_tree = _normal_output(scene, tmp, tmpdir)
         if engine == "CYCLES":
             # A control image needs no denoiser, and Blender builds without OpenImageDenoise fail with it on.
             tmp.set(scene.cycles, "use_denoising", False)
-        if engine == "CYCLES" and samples > 0:
-            tmp.set(scene.cycles, "samples", int(samples))
-        elif engine in EEVEE_ENGINES and samples > 0:
-            tmp.set(scene.eevee, "taa_render_samples", int(samples))
+            tmp.set(scene.cycles, "samples", max(1, int(options.final_samples)))
+        elif engine in EEVEE_ENGINES:
+            tmp.set(scene.eevee, "taa_render_samples", max(1, int(options.samples)))
         for obj in scene.objects:
             if obj.get(HELPER_PROP) and not obj.hide_render:
                 tmp.set(obj, "hide_render", True)
@@ -229,24 +307,21 @@ def capture(scene, view_layer=None, *, engine_choice="CYCLES", samples=16, norma
         rr.save_render(tga_path, scene=scene)
 
         color = _read_tga_rgba(tga_path, width, height)
-        channels = exr.read_exr(exr_path)
-        depth = np.ascontiguousarray(_pass(channels, view_layer.name, "Depth.Z"), dtype=np.float32)
-        if depth.shape != (height, width):
-            raise CaptureError(f"depth pass is {depth.shape[1]}x{depth.shape[0]}, expected {width}x{height}")
-        normal = None
-        if normals:
-            n = np.stack([_pass(channels, view_layer.name, f"Normal.{c}") for c in "XYZ"], axis=-1)
-            rot = np.array(unscaled_matrix(camera).to_3x3(), dtype=np.float32)
-            n_cam = n @ rot   # rows are world normals: (R^T n)^T = n^T R
-            enc = np.clip(np.round((n_cam * 0.5 + 0.5) * 255.0), 0, 255).astype(np.uint8)
-            normal = np.concatenate([enc, np.full((height, width, 1), 255, np.uint8)], axis=-1).tobytes()
+        if options.background == "COLOR":
+            color = _over_background(color, options.background_color)
+        color[..., 3] = 255   # what is sent is opaque: the server drops alpha anyway
+        with open(exr_path, "rb") as f:
+            depth_exr = f.read()
+        normal = _read_normals(tmpdir, camera, width, height) if options.normals else None
     finally:
         try:
             tmp.restore()
         finally:
+            if normal_tree is not None:
+                bpy.data.node_groups.remove(normal_tree)
             shutil.rmtree(tmpdir, ignore_errors=True)
 
     matrix = unscaled_matrix(camera)
-    return Capture(width=width, height=height, color=color.tobytes(), depth=depth,
+    return Capture(width=width, height=height, color=color.tobytes(), depth_exr=depth_exr,
                    far=float(camera.data.clip_end), normal=normal, camera_name=camera.name,
                    camera_matrix=[list(row) for row in matrix], frame=frame, engine=engine)

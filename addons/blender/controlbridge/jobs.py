@@ -63,21 +63,37 @@ def props_from_settings(p, s: JobSettings) -> None:
         p.width, p.height = s.width, s.height
 
 
-def start(context, settings: JobSettings, prefs) -> str:
-    """Capture the active camera, then hand the job to the bridge. Returns a line for the operator report.
+def capture_later(scene_name: str, view_layer_name: str, options):
+    """The capture a job makes once the server has answered (bridge.Job.capture): main thread, returns
+    (attachments, meta)."""
+    def take():
+        import bpy
+        from . import capture
+        scene = bpy.data.scenes.get(scene_name)
+        if scene is None:
+            raise capture.CaptureError(f"the scene '{scene_name}' is gone")
+        shot = capture.capture(scene, scene.view_layers.get(view_layer_name), options)
+        return shot.attachments(), shot.meta()
+    return take
 
-    Raises capture.CaptureError or bridge.Busy with a one-line message."""
+
+def start(context, settings: JobSettings, prefs) -> str:
+    """Hand a job to the bridge: it checks the server first and captures the active camera once the server
+    has answered. Returns a line for the operator report.
+
+    Raises capture.CaptureError (no camera: nothing to ask the server) or bridge.Busy with a one-line message."""
     from . import bridge, capture   # bpy-heavy modules, imported where used
 
     if bridge.busy():
         raise bridge.Busy("ControlBridge is busy with a job; wait for it or cancel it")
     scene = context.scene
     p = scene.controlbridge
-    shot = capture.capture(scene, context.view_layer, engine_choice=p.capture_engine,
-                           samples=p.capture_samples, normals=p.send_normals)
+    if scene.camera is None or scene.camera.type != "CAMERA":
+        raise capture.CaptureError("The scene has no active camera: add one or set Scene > Camera")
     selected = [o.name for o in (context.selected_objects or []) if o.type == "MESH"] if p.place_projection else []
-    job = bridge.Job(settings=settings, images=shot.attachments(), meta=shot.meta(), scene_name=scene.name,
+    job = bridge.Job(settings=settings, scene_name=scene.name,
+                     capture=capture_later(scene.name, context.view_layer.name, capture.options_from_props(p)),
                      place_background=p.place_background, place_plane=p.place_plane,
                      plane_distance=p.plane_distance, project_objects=selected)
     bridge.generate(prefs.server_url, prefs.token, job)
-    return f"Generating {shot.width}x{shot.height} from {shot.camera_name} (seed {settings.seed})"
+    return f"Connecting to {prefs.server_url} to generate from {scene.camera.name} (seed {settings.seed})"

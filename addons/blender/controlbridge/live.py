@@ -170,7 +170,7 @@ def _key(scene, p):
     settings = json.dumps(jobs.live_settings(p, _st.capabilities).to_dict(), sort_keys=True)
     return (settings, capture.render_size(scene), r.pixel_aspect_x, r.pixel_aspect_y, vs.view_transform, vs.look,
             vs.exposure, vs.gamma, scene.camera.name if scene.camera else "", scene.world.name if scene.world else "",
-            _st.visibility, p.live_capture, p.capture_engine, p.capture_samples, p.send_normals)
+            _st.visibility, p.live_capture, capture.options_from_props(p))
 
 
 def _view_layer(scene):
@@ -230,8 +230,7 @@ def _capture(scene, view_layer, p):
                 return shot
             except viewport.Unavailable as exc:   # no usable 3D viewport, or the draw failed: render instead
                 _st.viewport_unavailable = str(exc)
-        shot = capture.capture(scene, view_layer, engine_choice=p.capture_engine, samples=p.capture_samples,
-                               normals=p.send_normals)
+        shot = capture.capture(scene, view_layer, capture.options_from_props(p))
         _st.capture_path = "render"
         return shot
     finally:

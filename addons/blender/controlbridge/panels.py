@@ -150,8 +150,16 @@ class VIEW3D_PT_controlbridge_capture(_Sub, bpy.types.Panel):
         layout = self.layout
         p = context.scene.controlbridge
         layout.prop(p, "capture_engine")
-        layout.prop(p, "capture_samples")
+        if p.capture_engine == "EEVEE":
+            layout.prop(p, "capture_samples")
+        elif p.capture_engine == "CYCLES":
+            layout.prop(p, "final_samples")
+        row = layout.row(align=True)
+        row.prop(p, "capture_background")
+        if p.capture_background == "COLOR":
+            row.prop(p, "background_color", text="")
         layout.prop(p, "send_normals")
+        layout.prop(p, "helpers_in_render")
 
 
 class VIEW3D_PT_controlbridge_server(_Sub, bpy.types.Panel):

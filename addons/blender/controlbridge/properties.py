@@ -1,8 +1,8 @@
 """Blender properties: the job settings the panel edits (per scene, saved with the .blend), the history of
 this file's generations, and the server's capabilities as last read from its handshake (per session)."""
 import bpy
-from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty,
-                       StringProperty)
+from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, FloatProperty, FloatVectorProperty, IntProperty,
+                       PointerProperty, StringProperty)
 
 MAX_SEED = 2**31 - 1   # Blender integer properties are 32-bit
 
@@ -34,9 +34,20 @@ class ControlBridgeHistoryItem(bpy.types.PropertyGroup):
     prompt: StringProperty()
 
 
-CAPTURE_ENGINES = [("CYCLES", "Cycles", "Render the capture with Cycles (works everywhere, also headless)"),
-                   ("SCENE", "Scene engine", "Use the scene's engine when it is EEVEE or Cycles (EEVEE is faster on a GPU; "
-                                             "headless Blender falls back to Cycles)")]
+CAPTURE_ENGINES = [("EEVEE", "EEVEE (fast)", "Render the capture with EEVEE at Capture Samples: the artist's look, "
+                                             "milliseconds on a GPU"),
+                   ("WORKBENCH", "Workbench (fastest)", "Render the capture with Workbench: solid shading, the "
+                                                        "quickest depth and layout"),
+                   ("CYCLES", "Cycles (final quality)", "Render the capture with Cycles at Final Samples: slow, "
+                                                         "for the final image")]
+
+CAPTURE_BACKGROUNDS = [("WORLD", "World", "Where the film is transparent, send the world as the viewport shows it"),
+                       ("COLOR", "Colour", "Where the film is transparent, send this colour")]
+
+
+def _update_helpers_in_render(self, context):
+    from .results import set_helpers_in_render   # results imports bpy-heavy modules
+    set_helpers_in_render(context.scene, self.helpers_in_render)
 
 
 LIVE_CAPTURES = [("VIEWPORT", "Viewport", "Draw the camera view on the GPU like the 3D viewport (fast; needs the "
@@ -76,9 +87,18 @@ class ControlBridgeSettings(bpy.types.PropertyGroup):
     preview_every: IntProperty(name="Preview Every", min=0, soft_max=20, default=5,
                                description="Show a preview every N steps (0: none)")
     # Capture
-    capture_engine: EnumProperty(name="Capture Engine", items=CAPTURE_ENGINES, default="CYCLES")
-    capture_samples: IntProperty(name="Capture Samples", min=1, soft_max=256, default=16,
-                                 description="Cycles samples for the capture render")
+    capture_engine: EnumProperty(name="Capture Engine", items=CAPTURE_ENGINES, default="EEVEE")
+    capture_samples: IntProperty(name="Capture Samples", min=1, soft_max=64, default=4,
+                                 description="EEVEE samples for the capture render")
+    final_samples: IntProperty(name="Final Samples", min=1, soft_max=1024, default=32,
+                               description="Cycles samples for a final-quality capture")
+    capture_background: EnumProperty(name="Background", items=CAPTURE_BACKGROUNDS, default="WORLD",
+                                     description="What is sent where the film is transparent (Film > Transparent)")
+    background_color: FloatVectorProperty(name="Background Colour", subtype="COLOR_GAMMA", size=3, min=0.0, max=1.0,
+                                          default=(0.5, 0.5, 0.5))
+    helpers_in_render: BoolProperty(name="Helpers in Renders", default=False, update=_update_helpers_in_render,
+                                    description="Show the image planes and projectors in F12 renders (they are "
+                                                "never in a capture)")
     send_normals: BoolProperty(name="Send Normals", default=False,
                                description="Also capture and send a camera-space normal map")
     # Live mode

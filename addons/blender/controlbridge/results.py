@@ -147,6 +147,7 @@ def place_image_plane(scene, camera_object, image, distance: float):
         obj = bpy.data.objects.new(name, mesh)
         scene.collection.objects.link(obj)
         obj[HELPER_PROP] = mesh[HELPER_PROP] = "plane"
+        obj.hide_render = not _helpers_in_render(scene)   # a card in front of the camera: not in F12 renders
     else:
         mesh = obj.data
         mesh.clear_geometry()
@@ -237,6 +238,18 @@ def projection_material(name: str, image, projector, frame: Frame):
     return mat
 
 
+def _helpers_in_render(scene) -> bool:
+    p = getattr(scene, "controlbridge", None)
+    return bool(p is not None and p.helpers_in_render)
+
+
+def set_helpers_in_render(scene, shown: bool) -> None:
+    """The panel's Helpers in Renders switch: every plane and projector of the scene follows it."""
+    for obj in scene.objects:
+        if obj.get(HELPER_PROP) and obj.hide_render == shown:
+            obj.hide_render = not shown
+
+
 def make_projector(scene, name: str, matrix):
     """An empty frozen where the camera was at capture time (the projection stays put if the camera moves)."""
     obj = bpy.data.objects.get(name)
@@ -245,6 +258,7 @@ def make_projector(scene, name: str, matrix):
         obj.empty_display_type = "SINGLE_ARROW"
         obj.empty_display_size = 0.5
         scene.collection.objects.link(obj)
+        obj.hide_render = not _helpers_in_render(scene)
     obj[HELPER_PROP] = "projector"
     obj.matrix_world = Matrix(matrix)
     return obj

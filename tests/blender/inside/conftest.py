@@ -68,7 +68,8 @@ def scene(cb):
     r.resolution_x, r.resolution_y, r.resolution_percentage = 192, 128, 50
     sc.cycles.samples = 2
     sc.cycles.use_denoising = False
-    sc.controlbridge.capture_samples = 2
+    p = sc.controlbridge
+    p.capture_engine, p.final_samples, p.capture_samples = "CYCLES", 2, 2   # the tests' default: quick Cycles
     sc.view_settings.view_transform = "Standard"
     bpy.context.view_layer.update()
     yield sc
@@ -109,6 +110,13 @@ def emission_material(name, color):
     out = nodes.new("ShaderNodeOutputMaterial")
     mat.node_tree.links.new(em.outputs[0], out.inputs["Surface"])
     return mat
+
+
+def cycles(samples=2, **values):
+    """Capture options for a quick Cycles capture (most tests check the render capture's numbers with it)."""
+    from importlib import import_module
+    capture = import_module(f"{ADDON_MODULE}.capture")
+    return capture.CaptureOptions(engine="CYCLES", final_samples=samples, **values)
 
 
 @pytest.fixture

@@ -5,7 +5,8 @@ import pytest
 from bpy_extras.object_utils import world_to_camera_view
 from mathutils import Vector
 
-from conftest import emission_material
+from conftest import cycles, emission_material
+from exr_reader import depth_of
 
 
 def pixel_of(scene, point, width, height):
@@ -19,10 +20,10 @@ def test_depth_and_color_of_a_known_scene(cb, scene, make_cube):
     cube.data.materials.append(emission_material("red", (1.0, 0.0, 0.0)))
     make_cube("Marker", 0.25, (-0.6, 0.4, -3.25), color=(0.0, 0.0, 1.0))   # front face 3 units away, upper left
 
-    shot = cb.capture.capture(scene, bpy.context.view_layer)
+    shot = cb.capture.capture(scene, bpy.context.view_layer, cycles())
 
     assert (shot.width, shot.height) == (96, 64)              # 192x128 at 50 %
-    depth = shot.depth
+    depth = depth_of(shot)
     assert depth.dtype == np.float32 and depth.shape == (64, 96)
     color = np.frombuffer(shot.color, np.uint8).reshape(64, 96, 4)
 
@@ -41,8 +42,9 @@ def test_depth_and_color_of_a_known_scene(cb, scene, make_cube):
     assert shot.far == pytest.approx(scene.camera.data.clip_end)
     assert depth[0, 0] >= shot.far and depth[63, 95] >= shot.far
     atts = {a.name: a for a in shot.attachments()}
-    assert atts["depth"].encoding == "raw_f32" and atts["depth"].far == shot.far
-    assert np.array_equal(np.frombuffer(atts["depth"].data, "<f4").reshape(64, 96), depth)
+    # The depth goes as the EXR file Blender wrote (the server reads its Depth.Z pass with OpenEXR).
+    assert atts["depth"].encoding == "exr" and atts["depth"].far == shot.far
+    assert atts["depth"].data == shot.depth_exr and atts["depth"].data[:4] == b"\x76\x2f\x31\x01"
     assert atts["color"].encoding == "raw_rgba8" and len(atts["color"].data) == 96 * 64 * 4
 
 
@@ -54,7 +56,8 @@ def test_depth_matches_ray_casts_from_a_tilted_camera(cb, scene, make_cube):
     make_cube("Floor", 1.0, (0.0, 0.0, -9.0)).scale = (8.0, 8.0, 0.1)
     bpy.context.view_layer.update()
 
-    shot = cb.capture.capture(scene, bpy.context.view_layer)
+    shot = cb.capture.capture(scene, bpy.context.view_layer, cycles())
+    depth = depth_of(shot)
 
     w, h = shot.width, shot.height
     frame = cam.data.view_frame(scene=scene)                 # camera-space corners, Blender's own numbers
@@ -80,13 +83,13 @@ def test_depth_matches_ray_casts_from_a_tilted_camera(cb, scene, make_cube):
             interior &= np.roll(np.roll(hit, dr, 0), dc, 1)
             interior &= np.abs(np.roll(np.roll(expected, dr, 0), dc, 1) - expected) < 0.5
     assert interior.sum() > 0.3 * w * h
-    assert np.allclose(shot.depth[interior], expected[interior], rtol=1e-3, atol=2e-3), \
-        np.abs(shot.depth - expected)[interior].max()
-    assert (shot.depth[~hit] >= shot.far).all()
+    assert np.allclose(depth[interior], expected[interior], rtol=1e-3, atol=2e-3), \
+        np.abs(depth - expected)[interior].max()
+    assert (depth[~hit] >= shot.far).all()
 
 
 def test_normals_are_camera_space(cb, scene):
-    shot = cb.capture.capture(scene, bpy.context.view_layer, normals=True)
+    shot = cb.capture.capture(scene, bpy.context.view_layer, cycles(normals=True))
     normal = np.frombuffer(shot.normal, np.uint8).reshape(64, 96, 4)
     r, g, b, a = (int(v) for v in normal[32, 48])
     assert abs(r - 128) <= 2 and abs(g - 128) <= 2 and b >= 253 and a == 255   # facing the camera
@@ -140,18 +143,17 @@ def test_user_render_settings_are_unchanged(cb, scene):
     plane = cb.results.place_image_plane(scene, scene.camera, bpy.data.images.new("x", 4, 4), 1.0)
     before = _user_settings(scene)
 
-    scene.controlbridge.capture_engine = "SCENE"   # EEVEE cannot render headless: Cycles is used instead
-    shot = cb.capture.capture(scene, vl, engine_choice="SCENE", samples=2, normals=True)
+    shot = cb.capture.capture(scene, vl, cycles(normals=True))
 
     assert shot.engine == "CYCLES"
     assert (shot.width, shot.height) == (96, 48)       # the whole frame: the render border is ignored
     # The image plane (1 unit in front of the camera) was hidden from the capture; the cube is seen.
-    assert shot.depth[24, 48] == pytest.approx(5.0, abs=1e-4)
+    assert depth_of(shot)[24, 48] == pytest.approx(5.0, abs=1e-4)
     after = _user_settings(scene)
     for key in before:
         assert after[key] == before[key], key
     assert r.engine == "BLENDER_EEVEE" and r.image_settings.file_format == "JPEG"
-    assert r.filepath == "//renders/shot_####" and not plane.hide_render
+    assert r.filepath == "//renders/shot_####" and plane.hide_render == before["hide_render"][plane.name]
 
 
 def _saved_pixels(image, scene, path):
@@ -171,7 +173,7 @@ def test_the_users_last_render_is_kept(cb, scene, make_cube, tmp_path):
     scene.render.resolution_percentage = 50
     make_cube("Marker", 0.25, (-0.6, 0.4, -3.25), color=(0.0, 0.0, 1.0))
 
-    cb.capture.capture(scene)
+    cb.capture.capture(scene, None, cycles())
 
     assert result.render_slots.active_index == 0
     scene.render.resolution_percentage = 25

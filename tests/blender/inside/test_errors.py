@@ -1,4 +1,6 @@
 """Cancel and failures: one clear line in the add-on state, nothing the artist has changed or lost."""
+import time
+
 import bpy
 import pytest
 
@@ -26,29 +28,63 @@ def assert_one_line_error(st):
     return st.error
 
 
+class RenderCounter:
+    """Counts the renders Blender starts (render_pre), to show a failing server costs the artist none."""
+
+    def __init__(self):
+        self.count = 0
+
+    def __call__(self, *_args):
+        self.count += 1
+
+    def __enter__(self):
+        bpy.app.handlers.render_pre.append(self)
+        return self
+
+    def __exit__(self, *_exc):
+        bpy.app.handlers.render_pre.remove(self)
+
+
 def generate_and_fail(scene, wait_idle):
     scene.objects["Cube"].select_set(True)
     p = scene.controlbridge
     p.place_plane = p.place_projection = True
     before = scene_state(scene)
-    assert bpy.ops.controlbridge.generate() == {"FINISHED"}   # the capture worked; the network part fails
+    assert bpy.ops.controlbridge.generate() == {"FINISHED"}   # handed over; the network part fails
     st = wait_idle()
     assert scene_state(scene) == before
     return assert_one_line_error(st)
 
 
-def test_server_down(cb, scene, use_server, wait_idle):
+def test_server_down_is_reported_within_a_second_without_rendering(cb, scene, use_server, wait_idle):
     url = env_or_skip("CONTROLBRIDGE_TEST_DOWN_URL")
     use_server(url)
-    error = generate_and_fail(scene, wait_idle)
+    started = time.monotonic()
+    with RenderCounter() as renders:
+        error = generate_and_fail(scene, wait_idle)
+    assert time.monotonic() - started < 1.0
+    assert renders.count == 0 and not any(i.type == "RENDER_RESULT" for i in bpy.data.images)
     assert url in error and "cannot reach" in error
 
 
 @pytest.mark.parametrize("token", ["wrong-token", ""])
-def test_server_refuses_the_token(cb, scene, use_server, wait_idle, token):
+def test_server_refuses_the_token_before_any_render(cb, scene, use_server, wait_idle, token):
     use_server(env_or_skip("CONTROLBRIDGE_TEST_TOKEN_SERVER_URL"), token)
-    error = generate_and_fail(scene, wait_idle)
+    started = time.monotonic()
+    with RenderCounter() as renders:
+        error = generate_and_fail(scene, wait_idle)
+    assert time.monotonic() - started < 1.0 and renders.count == 0
     assert "token" in error
+
+
+def test_capture_runs_once_the_server_answered(cb, scene, server_url, use_server, wait_idle):
+    use_server(server_url)
+    scene.controlbridge.steps = 2
+    with RenderCounter() as renders:
+        assert bpy.ops.controlbridge.generate() == {"FINISHED"}
+        assert renders.count == 0 and cb.bridge.state().phase == "connecting"   # nothing rendered yet
+        st = wait_idle()
+    assert st.phase == "finished" and renders.count == 1, st
 
 
 def test_capabilities_come_from_the_handshake(cb, scene, use_server, wait_idle):

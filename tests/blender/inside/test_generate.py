@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from bpy_extras.object_utils import world_to_camera_view
 
-from conftest import emission_material
+from conftest import cycles, emission_material
+from exr_reader import depth_of
 
 
 def corners_in_camera_view(scene, obj):
@@ -142,18 +143,18 @@ def test_projection_seen_from_the_camera_reproduces_the_image(cb, scene, make_cu
                      np.full_like(cols, 255)], axis=-1).astype(np.uint8)   # top row first
     image = cb.results.image_from_attachment(cb.protocol.ImageAttachment.raw_rgba8("color", w, h, rgba.tobytes()),
                                              "gradient")
-    meta = cb.capture.capture(scene, samples=1).meta()
+    meta = cb.capture.capture(scene, None, cycles(1)).meta()
 
     mat = cb.results.project_onto(scene, [wall, scene.objects["Cube"]], image, meta, "gradient")
     cam_obj.location = (3.0, 0.0, 0.0)     # moving the camera afterwards must not move the projection
     bpy.context.view_layer.update()
     cam_obj.location = (0.5, -0.5, 0.0)
     bpy.context.view_layer.update()
-    shot = cb.capture.capture(scene, samples=8)
+    shot = cb.capture.capture(scene, None, cycles(8))
 
     assert mat is not None
     seen = np.frombuffer(shot.color, np.uint8).reshape(h, w, 4).astype(int)
-    covered = shot.depth < shot.far
+    covered = depth_of(shot) < shot.far
     inner = covered.copy()
     inner[:2] = inner[-2:] = False
     inner[:, :2] = inner[:, -2:] = False

@@ -10,7 +10,7 @@ import bpy
 import numpy as np
 import pytest
 
-from conftest import env_or_skip
+from conftest import emission_material, env_or_skip
 from test_capture import _user_settings
 
 
@@ -27,6 +27,7 @@ def live_scene(cb, scene, server_url, use_server):
     p.live_delay = 40             # ms: short, to keep the tests quick
     p.place_background = p.place_plane = True
     p.denoise = 0.6
+    scene.objects["Cube"].data.materials.append(emission_material("seen", (0.9, 0.4, 0.1)))   # a visible shot
     return scene
 
 
@@ -112,7 +113,7 @@ def test_camera_moves_update_one_image_in_place(cb, live_scene):
 
     after = _user_settings(scene)                                         # the capture put everything back
     after["hide_render"] = {k: v for k, v in after["hide_render"].items() if k in user["hide_render"]}
-    assert after == user and not plane.hide_render
+    assert after == user and plane.hide_render   # out of F12 renders by default
     assert "Live:" in lv.line and "render" in lv.line
 
 

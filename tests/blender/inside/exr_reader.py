@@ -1,9 +1,8 @@
-"""A small reader for the OpenEXR files this add-on writes itself (no bpy, numpy only).
+"""Tests only: read the EXR files the add-on's capture sends (numpy only; Blender's Python has no OpenEXR).
 
-Blender can write a multilayer EXR of a render, but its Python API cannot read passes other than the
-first one back, and Blender's Python has no OpenEXR module. The capture writes scanline files with
-compression NONE, ZIPS or ZIP (the codecs `exr_codec` offers that are lossless and simple); this module
-reads those, single-part or multi-part, HALF/FLOAT/UINT channels.
+The add-on itself parses no EXR (the server decodes the `exr` depth with OpenEXR). The tests still check the
+depth per pixel against ray casts, so they read Blender's multilayer file with this independent reader:
+scanline files with compression NONE, ZIPS or ZIP, single-part or multi-part, HALF/FLOAT/UINT channels.
 """
 import struct
 import zlib
@@ -73,10 +72,21 @@ def _undo_zip(data, expected):
     return out.tobytes()
 
 
+def depth_of(shot) -> np.ndarray:
+    """The depth a capture sends, as float32 (height, width): its EXR's Depth.Z pass, or the viewport's array."""
+    if shot.depth_exr is None:
+        return shot.depth
+    channels = read_exr_bytes(shot.depth_exr)
+    return next(v for k, v in channels.items() if k.endswith("Depth.Z"))
+
+
 def read_exr(path):
-    """Read a scanline EXR file. Returns {channel name: float32 array (height, width)}, top row first."""
     with open(path, "rb") as f:
-        buf = f.read()
+        return read_exr_bytes(f.read(), path)
+
+
+def read_exr_bytes(buf, path="EXR"):
+    """Read a scanline EXR file. Returns {channel name: float32 array (height, width)}, top row first."""
     magic, version = struct.unpack_from("<ii", buf, 0)
     if magic != _MAGIC:
         raise ExrError(f"{path}: not an OpenEXR file")
