@@ -67,3 +67,13 @@ def test_the_status_answer_lists_every_component_dtype(server):
     [tiny] = [m for m in status.models if m["name"] == "tiny"]
     assert tiny["components"]["unet"] == {"dtype": "float32", "device": "cpu"}
     assert {"controlnet:depth", "controlnet:canny", "text_encoder", "vae"} <= set(tiny["components"])
+
+
+def test_controlbridge_status_prints_each_loaded_components_dtype(server, capsys):
+    from controlbridge.cli import main
+    assert main(["status", "--url", server.url]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"Server {server.url}: 0 job(s) queued; none of your jobs is running")
+    lines = [line.split() for line in out.splitlines()]
+    assert ["tiny", "(sd15)"] in lines
+    assert ["unet", "float32", "cpu"] in lines and ["controlnet:depth", "float32", "cpu"] in lines

@@ -147,6 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--token", default=os.environ.get("CONTROLBRIDGE_TOKEN"))
     m.add_argument("--json", action="store_true", help="print the server's own listing as JSON")
 
+    st = sub.add_parser("status", formatter_class=_ShowDefaults,
+                        help="what a running server has loaded, each component's dtype and device, and its queue")
+    st.add_argument("--url", default=DEFAULT_URL, help="the server")
+    st.add_argument("--token", default=os.environ.get("CONTROLBRIDGE_TOKEN"))
+    st.add_argument("--json", action="store_true", help="print the server's answer as JSON")
+
     d = sub.add_parser("demo", help="start a server with the tiny model and render a synthetic blockout through it",
                        formatter_class=_ShowDefaults)
     d.add_argument("--out", type=Path, default=Path("controlbridge-demo"), help="folder for inputs and result")
@@ -165,6 +171,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             return cmd_generate(args)
         if args.command == "models":
             return cmd_models(args)
+        if args.command == "status":
+            return cmd_status(args)
         return cmd_demo(args)
     except JobFailed as e:
         hint = " (`controlbridge models` lists what the server has)" if e.code == ErrorCode.UNKNOWN_MODEL else ""
@@ -209,6 +217,20 @@ def cmd_models(args) -> int:
                           "samplers": caps.samplers}, indent=2))
     else:
         print(format_listing(caps, args.url))
+    return 0
+
+
+def cmd_status(args) -> int:
+    import json
+
+    from .model_listing import format_status
+    with Client(args.url, args.token, f"controlbridge-cli {__version__}") as client:
+        pong = client.status()
+    if args.json:
+        print(json.dumps({"queued": pong.queued, "running": pong.running, "your_jobs": pong.your_jobs,
+                          "models": pong.models}, indent=2))
+    else:
+        print(format_status(pong, args.url))
     return 0
 
 

@@ -56,3 +56,17 @@ def format_listing(capabilities, url: str) -> str:
         lines += [f"  {p['reason'] if p['reason'].startswith(p['path']) else p['path'] + ': ' + p['reason']}"
                   for p in problems]
     return "\n".join(lines)
+
+
+def format_status(pong, url: str) -> str:
+    """`controlbridge status`: the queue, and every loaded model's components with the dtype and device their
+    tensors really have (a component half cast to another precision shows both, e.g. bfloat16+float32)."""
+    running = f"your job {pong.running} is running" if pong.running else "none of your jobs is running"
+    lines = [f"Server {url}: {pong.queued} job(s) queued; {running}", "Loaded models:"]
+    if not pong.models:
+        lines.append("  (none)")
+    for model in pong.models:
+        lines.append(f"  {model['name']} ({model.get('family') or 'family unknown'})")
+        lines += ["  " + line for line in _table([[name, part.get("dtype", "?"), part.get("device", "?")]
+                                                  for name, part in sorted(model.get("components", {}).items())])]
+    return "\n".join(lines)
