@@ -169,6 +169,7 @@ class Result(Message):
     # Where the server's time went, in ms (see PROTOCOL.md: queued, prepare, model, encode, save, total, ...);
     # absent keys were not measured.
     timings: Dict[str, float] = field(default_factory=dict, kw_only=True)
+    worker: str = field(default="", kw_only=True)   # the cluster worker that made it (absent on one device)
 
     def attachments(self):
         return [self.image]
@@ -180,6 +181,8 @@ class Result(Message):
             d["save_error"] = self.save_error
         if self.timings:
             d["timings"] = {k: round(float(v), 3) for k, v in self.timings.items()}
+        if self.worker:
+            d["worker"] = self.worker
         return d
 
     @classmethod
@@ -191,7 +194,7 @@ class Result(Message):
             raise ProtocolError(ErrorCode.BAD_MESSAGE, f"{cls.type}.timings must be an object of numbers")
         return cls(d.get("job_id", ""), d.get("request_id", ""), JobSettings.from_dict(d.get("settings")),
                    d.get("seed", 0), d.get("saved_path", ""), attachments[0], save_error=d.get("save_error", ""),
-                   timings={str(k): float(v) for k, v in timings.items()})
+                   timings={str(k): float(v) for k, v in timings.items()}, worker=str(d.get("worker") or ""))
 
 
 @dataclass
@@ -220,10 +223,13 @@ class Pong(Message):
     your_jobs: List[str] = field(default_factory=list)
     # each loaded model: {"name", "family", "components": {component: {"dtype", "device"}}}
     models: List[dict] = field(default_factory=list)
+    # a cluster's workers: {"name", "node", "device", "state", "job", "models", "jobs_done"}; empty on one device
+    workers: List[dict] = field(default_factory=list)
 
     @classmethod
     def from_json(cls, d, attachments):
-        return cls(d.get("queued", 0), d.get("running"), list(d.get("your_jobs") or []), list(d.get("models") or []))
+        return cls(d.get("queued", 0), d.get("running"), list(d.get("your_jobs") or []), list(d.get("models") or []),
+                   list(d.get("workers") or []))
 
 
 # ---- live mode: frames stream in, only the newest unprocessed one is kept, results stream out ---------

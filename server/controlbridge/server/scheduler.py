@@ -4,7 +4,8 @@ Each client has its own FIFO. The worker takes the next job from the waiting cli
 least (fewest jobs run; on a tie, the one served longest ago), so one client's batch of 20 does not starve
 another's single job. A client that starts waiting joins at the current service level of the others, so it
 gets its fair turn at once but cannot claim credit for the time it was idle. Thread-safe: the event loop
-submits and cancels, the worker thread takes and finishes.
+submits and cancels, the worker thread takes and finishes. Several workers (controlbridge.cluster) may take at
+once: each passes `runnable`, and each job still comes out in this one fair order.
 """
 import threading
 from collections import deque
@@ -24,12 +25,19 @@ class _ClientQueue:
         return (self.served, self.last_served)
 
 
-def _serve_next(clients: List[_ClientQueue], tick: int) -> Job:
-    """Pop the next job in fair order from the waiting clients and book the turn."""
-    state = min((c for c in clients if c.jobs), key=_ClientQueue.rank)
+def _serve_next(clients: List[_ClientQueue], tick: int, runnable: Optional[Callable[[Job], bool]] = None) -> Job:
+    """Pop the next job in fair order from the waiting clients and book the turn (among `runnable` jobs only,
+    each client's first runnable one, when given)."""
+    if runnable is None:
+        state = min((c for c in clients if c.jobs), key=_ClientQueue.rank)
+        job = state.jobs.popleft()
+    else:
+        offers = [(c, next((j for j in c.jobs if runnable(j)), None)) for c in clients]
+        state, job = min(((c, j) for c, j in offers if j is not None), key=lambda offer: offer[0].rank())
+        state.jobs.remove(job)
     state.served += 1
     state.last_served = tick
-    return state.jobs.popleft()
+    return job
 
 
 class FairScheduler:
@@ -37,8 +45,8 @@ class FairScheduler:
         self._cond = threading.Condition()
         self._clients: Dict[str, _ClientQueue] = {}
         self._tick = 0
-        self._running: Optional[Job] = None
-        self._between: Optional[Job] = None   # a live frame running between two steps of `_running`
+        self._active: List[Job] = []          # taken and not finished: one per worker
+        self._between: Optional[Job] = None   # a live frame running between two steps of a job
         self._closed = False
 
     def submit(self, job: Job) -> int:
@@ -50,7 +58,7 @@ class FairScheduler:
                 state.served = max(state.served, min(waiting, default=state.served))
             state.jobs.append(job)
             self._cond.notify()
-            return self._order().index(job) + (1 if self._running else 0)
+            return self._order().index(job) + len(self._active)
 
     def submit_live(self, job: Job) -> Tuple[int, Optional[Job]]:
         """Queue a live frame. The client's waiting live frame, if any, is replaced in place (latest wins, so
@@ -61,7 +69,7 @@ class FairScheduler:
                 if waiting.live:
                     state.jobs[i] = job
                     waiting.cancel_event.set()
-                    return self._order().index(job) + (1 if self._running else 0), waiting
+                    return self._order().index(job) + len(self._active), waiting
             return self.submit(job), None
 
     def cancel_live(self, client_id: str) -> List[Job]:
@@ -72,7 +80,7 @@ class FairScheduler:
             for j in removed:
                 state.jobs.remove(j)
                 j.cancel_event.set()
-            for running in (self._running, self._between):
+            for running in (*self._active, self._between):
                 if running and running.client_id == client_id and running.live:
                     running.cancel_event.set()
             return removed
@@ -82,15 +90,39 @@ class FairScheduler:
             state = self._clients.get(client_id)
             return len(state.jobs) if state else 0
 
-    def take(self, timeout: Optional[float] = None) -> Optional[Job]:
-        """The next job in fair order, blocking until there is one (None on timeout or close)."""
+    def take(self, timeout: Optional[float] = None, runnable: Optional[Callable[[Job], bool]] = None) -> Optional[Job]:
+        """The next job in fair order, blocking until there is one (None on timeout or close). With `runnable`,
+        the next of the jobs it accepts (a cluster worker: the ones it should run)."""
+        def ready():
+            return any(runnable is None or runnable(j) for c in self._waiting() for j in c.jobs)
         with self._cond:
-            if not self._cond.wait_for(lambda: self._waiting() or self._closed, timeout) or self._closed:
+            if not self._cond.wait_for(lambda: ready() or self._closed, timeout) or self._closed:
                 return None
-            job = _serve_next(self._waiting(), self._tick)
+            job = _serve_next(self._waiting(), self._tick, runnable)
             self._tick += 1
-            self._running = job
+            self._active.append(job)
             return job
+
+    def requeue(self, job: Job) -> None:
+        """A taken job back at the head of its client's queue (its worker died: it runs again elsewhere)."""
+        with self._cond:
+            if job in self._active:
+                self._active.remove(job)
+            state = self._clients.get(job.client_id)
+            if state is None or self._closed:
+                return
+            state.jobs.appendleft(job)
+            state.served = max(0, state.served - 1)   # the lost turn is not counted against the client
+            self._cond.notify_all()
+
+    def wake(self) -> None:
+        """Workers waiting in take(runnable=...) look again (which worker may run what has changed)."""
+        with self._cond:
+            self._cond.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def take_live_between_steps(self, runnable: Callable[[Job], bool]) -> Optional[Job]:
         """A waiting live frame to run between two steps of the running job, or None at once.
@@ -116,8 +148,8 @@ class FairScheduler:
 
     def finish(self, job: Job) -> None:
         with self._cond:
-            if self._running is job:
-                self._running = None
+            if job in self._active:
+                self._active.remove(job)
             if self._between is job:
                 self._between = None
 
@@ -130,7 +162,7 @@ class FairScheduler:
             for j in removed:
                 state.jobs.remove(j)
                 j.cancel_event.set()
-            for running in (self._running, self._between):
+            for running in (*self._active, self._between):
                 if running and running.client_id == client_id and job_id in (None, running.id):
                     running.cancel_event.set()
             return removed
@@ -143,17 +175,16 @@ class FairScheduler:
 
     def knows(self, client_id: str, job_id: str) -> bool:
         with self._cond:
-            running = self._running
             state = self._clients.get(client_id)
-            return (running is not None and running.id == job_id and running.client_id == client_id) or any(
+            return any(r.id == job_id and r.client_id == client_id for r in self._active) or any(
                 j.id == job_id for j in (state.jobs if state else ()))
 
     def snapshot(self, client_id: str) -> Dict[str, object]:
         with self._cond:
-            running = self._running
+            running = next((r for r in self._active if r.client_id == client_id), None)
             state = self._clients.get(client_id)
             return {"queued": sum(len(c.jobs) for c in self._clients.values()),
-                    "running": running.id if running and running.client_id == client_id else None,
+                    "running": running.id if running else None,
                     "your_jobs": [j.id for j in (state.jobs if state else ())]}
 
     def close(self) -> None:

@@ -65,58 +65,74 @@ class DeviceWorker:
         if job.cancelled:
             self.emit(job.client_id, Cancelled(job.id))
             return
+        for index in range(job.settings.batch_size):
+            made = self.make_image(job, index)
+            if made is None:
+                return
+            self.deliver(job, index, *made)
+
+    def make_image(self, job: Job, index: int):
+        """Image `index` of a job through the engine, progress emitted: (settings, model, out, timings, made,
+        started), or None when it ended (cancelled or failed, and reported). A cluster worker runs this part."""
         batch = job.settings.batch_size
-        for index in range(batch):
-            # Each image of a batch is its own job on disk: seed + index, batch_size 1, re-runnable alone.
-            settings = job.settings.replace(seed=job.settings.seed + index, batch_size=1)
-            label = f"image {index + 1}/{batch}" if batch > 1 else ""
+        # Each image of a batch is its own job on disk: seed + index, batch_size 1, re-runnable alone.
+        settings = job.settings.replace(seed=job.settings.seed + index, batch_size=1)
+        label = f"image {index + 1}/{batch}" if batch > 1 else ""
 
-            def on_step(step, total, preview, stage=""):
-                image = to_attachment("preview", preview, "jpeg") if preview is not None else None
-                status = ", ".join(filter(None, [label, stage]))
-                self.emit(job.client_id, Progress(job.id, step, total, image, status))
+        def on_step(step, total, preview, stage=""):
+            image = to_attachment("preview", preview, "jpeg") if preview is not None else None
+            status = ", ".join(filter(None, [label, stage]))
+            self.emit(job.client_id, Progress(job.id, step, total, image, status))
 
-            def status(text):
-                self.emit(job.client_id, Progress(job.id, 0, 0, None, text))
+        def status(text):
+            self.emit(job.client_id, Progress(job.id, 0, 0, None, text))
 
-            started = time.perf_counter()
-            timings = {"decode": job.decode_ms, "queued": (started - job.received_at) * 1000 - job.decode_ms} \
-                if index == 0 else {}
-            try:
-                model = self.models.get(settings.model, status)
-                resources = self.resources(model, settings, status)
-                loaded = time.perf_counter()
-                out = generate(model, settings, job.inputs, on_step, lambda: job.cancelled, resources,
-                               self._live_frame_between_steps)
-                made = time.perf_counter()
-                timings.update(load=(loaded - started) * 1000, model=(made - loaded) * 1000)
-            except JobCancelled:
-                log_job(job, settings, started, "cancelled")
-                self.emit(job.client_id, Cancelled(job.id))
-                return
-            except Exception as e:  # noqa: BLE001 - one failed job must not stop the worker
-                log.error("job %s failed:\n%s", job.id, traceback.format_exc())
-                log_job(job, settings, started, f"error {ErrorCode.INTERNAL}")
-                self.emit(job.client_id, JobError(ErrorCode.INTERNAL, _explain(e), job.id, job.request_id))
-                return
-            try:
-                saved = save_job(self.output_dir, job.id if batch == 1 else f"{job.id}-{index + 1}", settings,
-                                 model, out, job.attachments, model_file(self.models, model.name))
-            except OSError as e:   # the image is made: the client still gets it, and is told it is not on disk
-                save_error = f"saving failed: could not write {e.filename or self.output_dir} ({e.strerror or e})"
-                log_job(job, settings, started, save_error, model.name)
-                png = result_png(settings, model, out) if settings.result_encoding == "png" else None
-                self.emit(job.client_id, Result(job.id, job.request_id, settings, settings.seed, "",
-                                                _result_image(out.image, settings.result_encoding, png),
-                                                save_error=save_error, timings=_finish(timings, made, started)))
-                continue
-            log_job(job, settings, started, f"saved {saved.path}", model.name)
-            self.history.add(saved.path, saved.metadata)   # before `result`: whoever got it finds it in history
-            # A png result is the very file on disk, metadata included.
-            png = saved.path.read_bytes() if settings.result_encoding == "png" else None
-            image = _result_image(out.image, settings.result_encoding, png)
-            self.emit(job.client_id, Result(job.id, job.request_id, settings, settings.seed, str(saved.path), image,
-                                            timings=_finish(timings, made, started)))
+        started = time.perf_counter()
+        timings = {"decode": job.decode_ms, "queued": (started - job.received_at) * 1000 - job.decode_ms} \
+            if index == 0 else {}
+        try:
+            model = self.models.get(settings.model, status)
+            resources = self.resources(model, settings, status)
+            loaded = time.perf_counter()
+            out = generate(model, settings, job.inputs, on_step, lambda: job.cancelled, resources,
+                           self._live_frame_between_steps)
+            made = time.perf_counter()
+            timings.update(load=(loaded - started) * 1000, model=(made - loaded) * 1000)
+        except JobCancelled:
+            log_job(job, settings, started, "cancelled")
+            self.emit(job.client_id, Cancelled(job.id))
+            return None
+        except Exception as e:  # noqa: BLE001 - one failed job must not stop the worker
+            log.error("job %s failed:\n%s", job.id, traceback.format_exc())
+            log_job(job, settings, started, f"error {ErrorCode.INTERNAL}")
+            self.emit(job.client_id, JobError(ErrorCode.INTERNAL, _explain(e), job.id, job.request_id))
+            return None
+        return settings, model, out, timings, made, started
+
+    def deliver(self, job: Job, index: int, settings, model, out, timings: dict, made: float, started: float,
+                worker: str = "") -> None:
+        """An image made: saved with its inputs, added to history, sent (the front end's part of a job).
+        `worker` names the cluster worker that made it."""
+        batch = job.settings.batch_size
+        try:
+            saved = save_job(self.output_dir, job.id if batch == 1 else f"{job.id}-{index + 1}", settings,
+                             model, out, job.attachments, model_file(self.models, model.name))
+        except OSError as e:   # the image is made: the client still gets it, and is told it is not on disk
+            save_error = f"saving failed: could not write {e.filename or self.output_dir} ({e.strerror or e})"
+            log_job(job, settings, started, save_error, model.name, worker)
+            png = result_png(settings, model, out) if settings.result_encoding == "png" else None
+            self.emit(job.client_id, Result(job.id, job.request_id, settings, settings.seed, "",
+                                            _result_image(out.image, settings.result_encoding, png),
+                                            save_error=save_error, timings=_finish(timings, made, started),
+                                            worker=worker))
+            return
+        log_job(job, settings, started, f"saved {saved.path}", model.name, worker)
+        self.history.add(saved.path, saved.metadata)   # before `result`: whoever got it finds it in history
+        # A png result is the very file on disk, metadata included.
+        png = saved.path.read_bytes() if settings.result_encoding == "png" else None
+        image = _result_image(out.image, settings.result_encoding, png)
+        self.emit(job.client_id, Result(job.id, job.request_id, settings, settings.seed, str(saved.path), image,
+                                        timings=_finish(timings, made, started), worker=worker))
 
     def _live_frame_between_steps(self) -> None:
         """Live frames are not starved by a long job: one waiting frame, if its model is loaded, runs now."""
