@@ -2,7 +2,7 @@
 import random
 
 from .properties import MAX_SEED
-from .vendor.controlbridge_protocol import ControlNetSettings, JobSettings
+from .vendor.controlbridge_protocol import ControlNetSettings, JobSettings, presets
 
 
 def new_seed() -> int:
@@ -28,17 +28,13 @@ def settings_from_props(p) -> JobSettings:
 
 
 def live_settings(p, capabilities) -> JobSettings:
-    """The panel's settings for a live frame: fast (the LCM sampler with few steps and CFG 1, when the panel
-    asks for it and the server has it), a JPEG back, the tiny decoder when offered, no previews, and with
-    Randomize on, seed -1: the server then keeps one seed for the whole live session, so frames are stable."""
-    s = settings_from_props(p)
-    changes = dict(preview_every=0, result_encoding="jpeg",
-                   fast_decode="fast_decode" in (getattr(capabilities, "features", None) or []))
-    if p.randomize_seed:
-        changes["seed"] = -1
-    if p.live_fast and "lcm" in (getattr(capabilities, "samplers", None) or []):
-        changes.update(sampler="lcm", steps=int(p.live_steps), cfg=1.0)
-    return s.replace(**changes)
+    """The panel's settings for a live frame, through the live preset every client shares (presets.py: a JPEG
+    back, the tiny decoder when offered, no previews; with Fast Sampler, LCM at Live Steps and CFG 1 when the
+    server has it). With Randomize on, seed -1: the server keeps one seed for the whole session, so frames are
+    stable."""
+    s = presets.live_settings(settings_from_props(p), capabilities, steps=int(p.live_steps),
+                              sampler=presets.LIVE_SAMPLER if p.live_fast else None)
+    return s.replace(seed=-1) if p.randomize_seed else s
 
 
 def props_from_settings(p, s: JobSettings) -> None:

@@ -20,7 +20,46 @@ def _start(op, context, settings):
     return {"FINISHED"}
 
 
-class CONTROLBRIDGE_OT_generate(bpy.types.Operator):
+def outcome(st):
+    """The report a finished, failed or cancelled job leaves: (level, one line), the server's own message when
+    it failed."""
+    if st.phase == "failed":
+        return "ERROR", st.error or st.line
+    if st.phase == "cancelled":
+        return "WARNING", st.line or "Cancelled"
+    return "INFO", st.line
+
+
+class _Watched:
+    """Invoked from the UI, Generate and Variation stay modal until their job is over, without blocking Blender
+    (every event but Esc passes through): Esc cancels the job, and the job's outcome becomes the operator's
+    report (status bar, Info editor). From scripts (execute) or without a window they hand over and return."""
+
+    _timer = None
+
+    def invoke(self, context, event):
+        started = self.execute(context)
+        if started != {"FINISHED"} or context.window is None:
+            return started
+        wm = context.window_manager
+        self._timer = wm.event_timer_add(0.2, window=context.window)
+        wm.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context, event):
+        st = bridge.state()
+        if event.type == "ESC" and event.value == "PRESS" and st.active:
+            bridge.cancel()
+            return {"RUNNING_MODAL"}
+        if st.active:
+            return {"PASS_THROUGH"}
+        context.window_manager.event_timer_remove(self._timer)
+        level, line = outcome(st)
+        self.report({level}, line)
+        return {"FINISHED"} if level == "INFO" else {"CANCELLED"}
+
+
+class CONTROLBRIDGE_OT_generate(_Watched, bpy.types.Operator):
     """Capture the active camera (color + depth) and generate an image from it"""
     bl_idname = "controlbridge.generate"
     bl_label = "Generate"
@@ -36,7 +75,7 @@ class CONTROLBRIDGE_OT_generate(bpy.types.Operator):
         return _start(self, context, jobs.settings_from_props(p))
 
 
-class CONTROLBRIDGE_OT_variation(bpy.types.Operator):
+class CONTROLBRIDGE_OT_variation(_Watched, bpy.types.Operator):
     """Generate again with the same settings as the selected history entry (or the panel) and a new seed"""
     bl_idname = "controlbridge.variation"
     bl_label = "Variation"

@@ -112,6 +112,11 @@ def test_server_error_is_one_line_and_keeps_the_previous_result(cb, scene, serve
     p.sampler = "no_such_sampler"
     error = generate_and_fail(scene, wait_idle)
     assert "no_such_sampler" in error or "sampler" in error
+    # What the interactive operator reports when its job is over: the server's message, as an error.
+    assert cb.operators.outcome(cb.bridge.state()) == ("ERROR", error)
+    # Without a window (scripts, headless) invoking hands over and returns, like execute.
+    assert bpy.ops.controlbridge.generate("INVOKE_DEFAULT") == {"FINISHED"}
+    assert cb.operators.outcome(wait_idle()) == ("ERROR", error)
 
 
 def test_cancel(cb, scene, server_url, use_server, wait_idle):
@@ -129,6 +134,7 @@ def test_cancel(cb, scene, server_url, use_server, wait_idle):
     assert bpy.ops.controlbridge.cancel() == {"FINISHED"}
     st = wait_idle(timeout=30)
     assert st.phase == "cancelled" and not st.error, st
+    assert cb.operators.outcome(st) == ("WARNING", "Cancelled")
     assert "ControlBridge Preview" not in bpy.data.images
     assert scene_state(scene) == before
     # The connection is still good for the next job.
