@@ -439,6 +439,18 @@ class Actor(Object):
     def set_actor_scale3d(self, new_scale3d):
         self.scale = new_scale3d
 
+    @_recorded
+    def get_actor_location(self):
+        return self.root_component.location
+
+    @_recorded
+    def get_actor_rotation(self):
+        return self.root_component.rotation
+
+    @_recorded
+    def get_actor_scale3d(self):
+        return self.scale
+
     def _rel(self, i, value):
         rel = list(self.relative or (None, None, None))
         rel[i] = value
@@ -514,6 +526,12 @@ class UnrealEditorSubsystem(EditorSubsystem):
     @_recorded
     def get_editor_world(self):
         return _world().world
+
+
+class LevelEditorSubsystem(EditorSubsystem):
+    @_recorded
+    def is_in_play_in_editor(self):
+        return _world().playing
 
 
 class EditorAssetSubsystem(EditorSubsystem):
@@ -953,6 +971,7 @@ class FakeEditor:
     # the project's renderer settings as console variables (UE 5 defaults: Lumen GI and reflections)
     cvars: dict = field(default_factory=lambda: {"r.DynamicGlobalIlluminationMethod": 1, "r.ReflectionMethod": 1})
     viewport: Any = None
+    playing: bool = False                 # Play In Editor running
     scene: Callable = default_scene
     details_view: Callable = lambda obj: False
 
@@ -1033,7 +1052,7 @@ _EXPORTED = [
     "MaterialInstanceDynamic", "MaterialExpressionTextureSampleParameter2D", "AssetImportTask", "EditorUtilityTask", "ActorComponent",
     "SceneComponent", "PrimitiveComponent", "StaticMeshComponent", "CameraComponent", "CineCameraComponent",
     "SceneCaptureComponent2D", "Actor", "StaticMeshActor", "CameraActor", "CineCameraActor", "SceneCapture",
-    "SceneCapture2D", "EditorSubsystem", "EditorActorSubsystem", "UnrealEditorSubsystem", "EditorAssetSubsystem",
+    "SceneCapture2D", "EditorSubsystem", "EditorActorSubsystem", "UnrealEditorSubsystem", "LevelEditorSubsystem", "EditorAssetSubsystem",
     "EditorUtilitySubsystem", "AssetTools", "AssetToolsHelpers", "MaterialEditingLibrary", "RenderingLibrary",
     "ToolMenu", "ToolMenuEntry", "ToolMenus", "EditorDialog", "Paths", "SystemLibrary", "ScopedEditorTransaction",
     "get_editor_subsystem", "log", "log_warning", "log_error", "register_slate_post_tick_callback",

@@ -12,13 +12,13 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from controlbridge_protocol import Accepted, Cancelled, Disconnected, JobError, Progress, Result
+from controlbridge_protocol import Accepted, Cancelled, Disconnected, JobError, LiveResult, LiveSkipped, Progress, Result
 
-from . import jobs
+from . import jobs, live
 from .buffers import CaptureProblem
 from .camera_math import CameraView
 from .settings_model import PluginSettings
-from .worker import CancelFailed, SubmitFailed, Submitted
+from .worker import CancelFailed, LiveFailed, LiveSent, SubmitFailed, Submitted
 
 VIEWPORT = "viewport"
 CINE_CAMERA = "cine_camera"
@@ -47,6 +47,16 @@ class EnginePort:
     def apply_result(self, job: "PendingJob", result: Result) -> str: raise NotImplementedError
     def show_preview(self, job: "PendingJob", image: Any) -> bool: return False
     def end_preview(self, job: "PendingJob") -> None: ...
+    # live mode
+    def live_source(self, settings: PluginSettings) -> Any: raise NotImplementedError
+    def live_view(self, source: Any, settings: PluginSettings) -> CameraView: raise NotImplementedError
+    def live_label(self, source: Any) -> str: return str(source)
+    def world_key(self) -> str: return ""
+    def live_stop_reason(self, started_in: str) -> Optional[str]: return None
+    def level_signature(self) -> Any: return None
+    def show_live_frame(self, view: CameraView, width: int, height: int, settings: PluginSettings,
+                        image: Any) -> bool: raise NotImplementedError
+    def end_live(self) -> None: ...
     def begin_progress(self, title: str) -> ProgressHandle: raise NotImplementedError
     def show_error(self, message: str) -> None: raise NotImplementedError
     def log(self, message: str) -> None: ...
@@ -84,6 +94,8 @@ class Controller:
         self.worker = worker
         self.get_settings = get_settings
         self.job: Optional[PendingJob] = None
+        self.live: Optional[live.LiveSession] = None
+        self.clock: Callable[[], float] = time.monotonic
         self.last_summary: Optional[str] = None
         self._ticket = 0
         self._in_tick = False
@@ -137,6 +149,119 @@ class Controller:
         self.worker.cancel(job.job_id)
         job.handle.update("Cancelling")
 
+    # ---- live mode (game thread) -------------------------------------------------------------
+
+    def toggle_live(self) -> bool:
+        """Start live mode (following the selected CineCamera, or the viewport), or stop it. True = now on."""
+        if self.live is not None:
+            self.stop_live("switched off")
+            return False
+        settings = self.get_settings().validated()
+        try:
+            source = self.engine.live_source(settings)
+            self.engine.live_view(source, settings)       # a camera that cannot be captured fails here, once
+        except UserError as e:
+            self.engine.show_error(str(e))
+            return False
+        self.live = live.LiveSession(source, self.engine.world_key(), live.LiveThrottle(settings.live_interval_s))
+        self.engine.log(f"ControlBridge: live mode on, following {self.engine.live_label(source)}")
+        return True
+
+    def stop_live(self, reason: str, error: bool = False) -> None:
+        session, self.live = self.live, None
+        if session is None:
+            return
+        self.worker.stop_live()
+        try:
+            self.engine.end_live()
+        except Exception:  # noqa: BLE001 - stopping must always finish
+            self.engine.log(traceback.format_exc())
+        message = (f"Live mode stopped: {reason}" + ("" if error else
+                   f" ({session.frames_shown} frame(s) shown, {session.skipped} skipped by the server)"))
+        if error:
+            self.engine.show_error(message)
+        else:
+            self.engine.log(f"ControlBridge: {message}")
+
+    def _live_tick(self) -> None:
+        session = self.live
+        reason = self.engine.live_stop_reason(session.world_key)
+        if reason:
+            self.stop_live(reason)
+            return
+        now = self.clock()
+        if not session.throttle.may_capture(now):
+            return
+        settings = self.get_settings().validated()
+        try:
+            view = self.engine.live_view(session.source, settings)
+            width, height = live.frame_size(settings, view)
+            frame = live.frame_settings(settings, width, height, view.label)
+            signature = (live.view_signature(view), self.engine.level_signature(), frame.signature())
+            if not session.throttle.due(now, signature):
+                return
+            try:
+                capture = self.engine.capture(view, width, height, settings)
+            except CaptureProblem as e:   # e.g. looking at the sky for a moment: wait for the next change
+                session.throttle.last_signature, session.throttle.last_sent_at = signature, now
+                self.engine.log(f"ControlBridge: live frame not sent: {e}")
+                return
+            images = jobs.attachments(capture)
+        except UserError as e:
+            self.stop_live(str(e), error=True)
+            return
+        except Exception as e:  # noqa: BLE001
+            self.engine.log(traceback.format_exc())
+            self.stop_live(f"the view could not be captured: {type(e).__name__}: {e}", error=True)
+            return
+        self._ticket += 1
+        session.throttle.captured(now, signature, self._ticket)
+        session.views[self._ticket] = (view, width, height, settings)
+        session.frames_sent += 1
+        self.worker.send_live_frame(self._ticket, settings.server_url, settings.token, frame, images)
+
+    def _handle_live(self, event: Any) -> bool:
+        """Live mode's share of the events; True when the event was live mode's."""
+        session = self.live
+        if session is None:
+            return isinstance(event, (LiveSent, LiveFailed, LiveResult, LiveSkipped))   # late: drop
+        throttle = session.throttle
+        if isinstance(event, LiveSent):
+            throttle.sent(event.ticket, event.request_id)
+            if event.ticket in session.views:
+                session.views[event.request_id] = session.views.pop(event.ticket)
+            return True
+        if isinstance(event, LiveFailed):
+            throttle.failed(event.ticket)
+            self.stop_live(event.message, error=True)
+            return True
+        if isinstance(event, LiveResult):
+            if throttle.owns(event.request_id):
+                throttle.answered(event.request_id)
+                view, width, height, settings = session.views.pop(event.request_id)
+                session.last_elapsed_ms = event.elapsed_ms
+                try:
+                    if self.engine.show_live_frame(view, width, height, settings, event.image):
+                        session.frames_shown += 1
+                except Exception as e:  # noqa: BLE001
+                    self.engine.log(traceback.format_exc())
+                    self.stop_live(f"a frame could not be shown: {type(e).__name__}: {e}", error=True)
+            return True
+        if isinstance(event, LiveSkipped):
+            if throttle.owns(event.request_id):
+                throttle.answered(event.request_id)
+                session.views.pop(event.request_id, None)
+                session.skipped += 1
+            return True
+        if isinstance(event, JobError) and throttle.owns(event.request_id):
+            self.stop_live(f"the server reported an error: {event.message}", error=True)
+            return True
+        if isinstance(event, Disconnected):
+            # one message: the job's failure says it when a job is running
+            self.stop_live(f"lost the connection to the ControlBridge server: {event.reason}", error=self.job is None)
+            return self.job is None
+        return False
+
     # ---- Slate post-tick (game thread) ------------------------------------------------------
 
     def tick(self, delta_seconds: float = 0.0) -> None:
@@ -145,7 +270,10 @@ class Controller:
         self._in_tick = True
         try:
             for event in self.worker.drain():
-                self._handle(event)
+                if not self._handle_live(event):
+                    self._handle(event)
+            if self.live is not None:
+                self._live_tick()
             job = self.job
             if job is not None and not job.cancel_requested and job.handle.cancel_requested():
                 self.cancel()
@@ -153,6 +281,7 @@ class Controller:
             self._in_tick = False
 
     def shutdown(self) -> None:
+        self.stop_live("the editor is closing")
         if self.job is not None:
             self.worker.cancel(self.job.job_id)
             self.job.handle.cancelled("Cancelled: the editor is closing")

@@ -64,7 +64,10 @@ def selected_cine_camera_view(unreal) -> camera_math.CameraView:
                         "ControlBridge > Generate from selected CineCamera.")
     if len(cameras) > 1:
         raise UserError(f"{len(cameras)} CineCameras are selected; select only the one to generate from.")
-    camera: unreal.CineCameraActor = cameras[0]
+    return cine_camera_view(unreal, cameras[0])
+
+
+def cine_camera_view(unreal, camera: unreal.CineCameraActor) -> camera_math.CameraView:
     component: unreal.CineCameraComponent = camera.get_cine_camera_component()
     if component.projection_mode == unreal.CameraProjectionMode.ORTHOGRAPHIC:
         raise UserError(f"{camera.get_actor_label()} is orthographic; ControlBridge needs a perspective camera.")

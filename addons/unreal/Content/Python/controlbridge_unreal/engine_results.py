@@ -139,12 +139,7 @@ def place_plane(unreal, plan: ResultPlan, view: CameraView, material_instance):
     try:
         mesh: unreal.StaticMeshComponent = plane.static_mesh_component
         if created:
-            plane.set_actor_label(plan.plane_label)
-            plane.set_editor_property("tags", [unreal.Name(naming.PLANE_TAG), unreal.Name(plan.plane_key_tag)])
-            mesh.set_mobility(unreal.ComponentMobility.MOVABLE)
-            mesh.set_static_mesh(assets.load_asset(naming.PLANE_MESH_PATH))
-            mesh.set_collision_enabled(unreal.CollisionEnabled.NO_COLLISION)
-            mesh.set_cast_shadow(False)
+            set_up_plane(unreal, plane, plan.plane_label, [naming.PLANE_TAG, plan.plane_key_tag])
         mesh.set_material(0, material_instance)
         if plan.attach:
             # attach to the camera COMPONENT: the view comes from it, wherever it sits under the actor
@@ -169,16 +164,20 @@ def place_plane(unreal, plan: ResultPlan, view: CameraView, material_instance):
     return plane
 
 
-# --------------------------------------------------------------------------- step previews
+def set_up_plane(unreal, plane: unreal.StaticMeshActor, label: str, tags: List[str]) -> None:
+    """A new plane: label, our tags, the engine's plane mesh, movable, no collision, no shadow."""
+    assets: unreal.EditorAssetSubsystem = unreal.get_editor_subsystem(unreal.EditorAssetSubsystem)
+    mesh: unreal.StaticMeshComponent = plane.static_mesh_component
+    plane.set_actor_label(label)
+    plane.set_editor_property("tags", [unreal.Name(t) for t in tags])
+    mesh.set_mobility(unreal.ComponentMobility.MOVABLE)
+    mesh.set_static_mesh(assets.load_asset(naming.PLANE_MESH_PATH))
+    mesh.set_collision_enabled(unreal.CollisionEnabled.NO_COLLISION)
+    mesh.set_cast_shadow(False)
 
-def show_preview(unreal, plane_key_tag: str, image_bytes: bytes, encoding: str, temp_dir: str,
-                 restore: dict) -> bool:
-    """Show a step preview on the camera's existing result plane: a transient texture (no asset) through a
-    dynamic material instance made once per job. The plane's material before the first preview is kept in
-    `restore`, for end_preview. No plane yet (the camera's first generation): nothing is shown, False."""
-    planes = find_planes(unreal, plane_key_tag)
-    if not planes:
-        return False
+
+def transient_texture(unreal, image_bytes: bytes, encoding: str, temp_dir: str):
+    """An image as a transient Texture2D (no asset), through a temporary file the engine reads in C++."""
     os.makedirs(temp_dir, exist_ok=True)
     path = os.path.join(temp_dir, naming.preview_filename(encoding))
     editor: unreal.UnrealEditorSubsystem = unreal.get_editor_subsystem(unreal.UnrealEditorSubsystem)
@@ -191,6 +190,20 @@ def show_preview(unreal, plane_key_tag: str, image_bytes: bytes, encoding: str, 
             os.remove(path)
         except OSError:
             pass
+    return texture
+
+
+# --------------------------------------------------------------------------- step previews
+
+def show_preview(unreal, plane_key_tag: str, image_bytes: bytes, encoding: str, temp_dir: str,
+                 restore: dict) -> bool:
+    """Show a step preview on the camera's existing result plane: a transient texture (no asset) through a
+    dynamic material instance made once per job. The plane's material before the first preview is kept in
+    `restore`, for end_preview. No plane yet (the camera's first generation): nothing is shown, False."""
+    planes = find_planes(unreal, plane_key_tag)
+    if not planes:
+        return False
+    texture = transient_texture(unreal, image_bytes, encoding, temp_dir)
     if texture is None:
         return False
     plane: unreal.StaticMeshActor = planes[0]

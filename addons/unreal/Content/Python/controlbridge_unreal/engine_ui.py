@@ -29,6 +29,10 @@ MENU_ENTRIES: Tuple[Tuple[str, str, str, str, str], ...] = (
     ("Generate", "ControlBridge.GenerateCineCamera", "Generate from selected CineCamera",
      "Capture the selected CineCameraActor (filmback + focal length) and generate an image from it.",
      _CMD.format("generate_from_cine_camera")),
+    ("Generate", "ControlBridge.Live", "Live mode (toggle)",
+     "Start or stop live mode: while on, the selected CineCamera (or the level viewport) is captured whenever it "
+     "or the level changes, and the generated frames are shown on a plane in front of it.",
+     _CMD.format("toggle_live")),
     ("Job", "ControlBridge.Cancel", "Cancel", "Cancel the running generation.", _CMD.format("cancel")),
     ("Job", "ControlBridge.Settings", "Settings...", "Server, prompt, sampling and output settings.",
      _CMD.format("open_settings")),

@@ -17,6 +17,8 @@ DEFAULT_TEXTURE_PATH = "/Engine/EngineResources/DefaultTexture.DefaultTexture"
 
 PLANE_TAG = "ControlBridgePlane"            # every result plane
 PLANE_KEY_TAG_PREFIX = "ControlBridgeFor:"  # + camera key: which camera the plane belongs to
+LIVE_TAG = "ControlBridgeLive"              # the live-mode plane (transient)
+LIVE_PLANE_LABEL = "CB_Live"
 
 METADATA_SETTINGS = "ControlBridge.Settings"   # JSON of the JobSettings the server used
 METADATA_SEED = "ControlBridge.Seed"

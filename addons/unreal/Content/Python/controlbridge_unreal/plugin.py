@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Optional
 
-from . import engine_capture, engine_classes, engine_results, engine_ui, naming, result_plan, settings_model
+from . import engine_capture, engine_classes, engine_live, engine_results, engine_ui, naming, result_plan, settings_model
 from controlbridge_protocol import ImageAttachment, Result
 
 from .controller import CINE_CAMERA, VIEWPORT, Controller, EnginePort, PendingJob
@@ -23,6 +23,7 @@ class EngineAdapter(EnginePort):
         self.task_class = task_class
         self.temp_dir = temp_dir
         self._preview_restore: dict = {}   # plane key tag -> the material its plane had before previews
+        self._live_state: dict = {}        # the live plane and its dynamic material, while live mode shows frames
 
     def resolve_view(self, source, settings):
         return engine_capture.resolve_view(self.unreal, source, settings)
@@ -50,6 +51,32 @@ class EngineAdapter(EnginePort):
 
     def end_preview(self, job: PendingJob) -> None:
         engine_results.end_preview(self.unreal, naming.plane_key_tag(job.view.key), self._preview_restore)
+
+    def live_source(self, settings):
+        return engine_live.live_source(self.unreal)
+
+    def live_view(self, source, settings: settings_model.PluginSettings):
+        return engine_live.live_view(self.unreal, source, settings.viewport_fov)
+
+    def live_label(self, source):
+        return engine_live.source_label(self.unreal, source)
+
+    def world_key(self):
+        return engine_live.world_key(self.unreal)
+
+    def live_stop_reason(self, started_in):
+        return engine_live.stop_reason(self.unreal, started_in)
+
+    def level_signature(self):
+        return engine_live.level_signature(self.unreal)
+
+    def show_live_frame(self, view, width, height, settings: settings_model.PluginSettings,
+                        image: ImageAttachment) -> bool:
+        return engine_live.show_frame(self.unreal, self._live_state, view, width, height, settings.plane_distance_cm,
+                                      image.data, image.encoding, self.temp_dir)
+
+    def end_live(self):
+        engine_live.remove_plane(self.unreal, self._live_state)
 
     def begin_progress(self, title):
         return engine_ui.TaskProgress(self.unreal, self.task_class, title)
@@ -124,6 +151,10 @@ def generate_from_viewport() -> None:
 
 def generate_from_cine_camera() -> None:
     _require().controller.generate(CINE_CAMERA)
+
+
+def toggle_live() -> None:
+    _require().controller.toggle_live()
 
 
 def cancel() -> None:

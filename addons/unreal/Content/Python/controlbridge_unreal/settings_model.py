@@ -56,6 +56,16 @@ FIELDS: tuple[Field, ...] = (
           "0 = only the sky (the 16-bit depth target saturates at 65504 cm).", 0.0, 65504.0),
     Field("create_plane", bool, True, "Result", "Show the result on a plane in front of the camera, sized to its view."),
     Field("plane_distance_cm", float, 500.0, "Result", "Distance of the result plane from the camera (cm).", 1.0, 1.0e6),
+    Field("live_steps", int, 4, "Live", "Denoising steps of a live frame (few: a frame should take well under a "
+          "second; the 'lcm' sampler with an LCM model is made for 4).", 1, 50),
+    Field("live_denoise", float, 0.6, "Live", "Denoising strength of a live frame.", 0.0, 1.0),
+    Field("live_sampler", str, "lcm", "Live", "Few-step sampler for live frames, used with Live Steps and CFG 1 "
+          "when the server offers it (lcm for LCM models/LoRAs, euler_a_trailing for Turbo); empty = the "
+          "Sampling settings' sampler, steps and CFG."),
+    Field("live_max_side", int, 512, "Live", "Longest side of a live frame in pixels (the camera's aspect is kept).",
+          64, 2048),
+    Field("live_interval_s", float, 0.25, "Live", "Least time between two live frames (seconds); a frame is only "
+          "captured when the camera or the level changed.", 0.05, 10.0),
 )
 
 FIELD_BY_NAME = {f.name: f for f in FIELDS}
@@ -82,6 +92,11 @@ class PluginSettings:
     max_depth_cm: float = 0.0
     create_plane: bool = True
     plane_distance_cm: float = 500.0
+    live_steps: int = 4
+    live_denoise: float = 0.6
+    live_sampler: str = "lcm"
+    live_max_side: int = 512
+    live_interval_s: float = 0.25
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> "PluginSettings":

@@ -36,6 +36,18 @@ class CancelFailed:
 
 
 @dataclass
+class LiveSent:
+    ticket: int
+    request_id: str
+
+
+@dataclass
+class LiveFailed:
+    ticket: int
+    message: str
+
+
+@dataclass
 class _Submit:
     ticket: int
     url: str
@@ -47,6 +59,19 @@ class _Submit:
 @dataclass
 class _Cancel:
     job_id: Optional[str]
+
+
+@dataclass
+class _LiveFrame:
+    ticket: int
+    url: str
+    token: str
+    request: Any     # live.LiveRequest
+    images: list
+
+
+class _LiveStop:
+    pass
 
 
 _STOP = object()
@@ -85,6 +110,13 @@ class Worker:
     def cancel(self, job_id: Optional[str] = None) -> None:
         self._commands.put(_Cancel(job_id))
 
+    def send_live_frame(self, ticket: int, url: str, token: str, request: Any, images: list) -> None:
+        self.start()
+        self._commands.put(_LiveFrame(ticket, url, token, request, list(images)))
+
+    def stop_live(self) -> None:
+        self._commands.put(_LiveStop())
+
     def drain(self) -> List[Any]:
         out = []
         while True:
@@ -116,6 +148,10 @@ class Worker:
                     self._submit(cmd)
                 elif isinstance(cmd, _Cancel):
                     self._cancel(cmd)
+                elif isinstance(cmd, _LiveFrame):
+                    self._live_frame(cmd)
+                elif isinstance(cmd, _LiveStop):
+                    self._live_stop()
                 self._pump()
         finally:
             self._drop_client()
@@ -154,6 +190,33 @@ class Worker:
             self._events.put(SubmitFailed(cmd.ticket, f"Unexpected error while sending the job: {type(e).__name__}: {e}"))
             return
         self._events.put(Submitted(cmd.ticket, request_id))
+
+    def _live_frame(self, cmd: _LiveFrame) -> None:
+        try:
+            client = self._ensure_client(cmd.url, cmd.token)
+            # cmd.request is a live.LiveRequest: the preset needs this server's samplers and decoders
+            settings = cmd.request.resolve(getattr(self._welcome, "capabilities", None))
+            problem = check_against_capabilities(settings, getattr(self._welcome, "capabilities", None))
+            if problem:
+                self._events.put(LiveFailed(cmd.ticket, problem))
+                return
+            request_id = client.send_live_frame(settings, cmd.images)
+        except ControlBridgeError as e:
+            self._events.put(LiveFailed(cmd.ticket, _sentence(str(e))))
+            return
+        except Exception as e:  # noqa: BLE001 - a bug must still reach the user
+            self._events.put(LiveFailed(cmd.ticket, f"Unexpected error while sending a live frame: "
+                                                    f"{type(e).__name__}: {e}"))
+            return
+        self._events.put(LiveSent(cmd.ticket, request_id))
+
+    def _live_stop(self) -> None:
+        if self._client is None:
+            return
+        try:
+            self._client.stop_live()
+        except ControlBridgeError:
+            pass   # no connection: the server already ended the session
 
     def _cancel(self, cmd: _Cancel) -> None:
         if self._client is None:
