@@ -4,7 +4,7 @@ Registration only; see README.md beside the add-on source for the layout of the 
 """
 import bpy
 
-from . import bridge, live, operators, panels, preferences, properties
+from . import bridge, engine, live, operators, panels, preferences, properties
 
 
 def register():
@@ -13,6 +13,7 @@ def register():
     for cls in operators.classes:
         bpy.utils.register_class(cls)
     panels.register()
+    engine.register()
     bpy.app.handlers.load_pre.append(bridge.on_load_pre)
     bpy.app.handlers.load_pre.append(live.on_load_pre)
 
@@ -23,6 +24,7 @@ def unregister():
             bpy.app.handlers.load_pre.remove(handler)
     live.stop()
     bridge.shutdown()
+    engine.unregister()
     panels.unregister()
     for cls in reversed(operators.classes):
         bpy.utils.unregister_class(cls)

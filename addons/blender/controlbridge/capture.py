@@ -233,8 +233,11 @@ def _read_normals(tmpdir: str, camera, width: int, height: int) -> bytes:
     return np.concatenate([enc, np.full((height, width, 1), 255, np.uint8)], axis=-1).tobytes()
 
 
-def capture(scene, view_layer=None, options: Optional[CaptureOptions] = None) -> Capture:
-    """Render the scene's active camera and return color + raw depth (+ normals). Leaves the scene as it was."""
+def capture(scene, view_layer=None, options: Optional[CaptureOptions] = None, own_slot: bool = True) -> Capture:
+    """Render the scene's active camera and return color + raw depth (+ normals). Leaves the scene as it was.
+
+    own_slot: render into the "ControlBridge capture" slot of the Render Result, keeping the artist's last render
+    in its slot; False inside a render (the render engine's capture), whose slot must not change under it."""
     options = options or CaptureOptions()
     camera = scene.camera
     if camera is None:
@@ -282,7 +285,7 @@ def capture(scene, view_layer=None, options: Optional[CaptureOptions] = None) ->
                 tmp.set(obj, "hide_render", True)
 
         # Render into a slot of our own, so the artist's last render stays in its slot.
-        previous = _render_result_image(required=False)
+        previous = _render_result_image(required=False) if own_slot else None
         if previous is not None:
             slots = previous.render_slots
             tmp.save(slots, "active_index")

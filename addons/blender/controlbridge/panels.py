@@ -227,6 +227,41 @@ class VIEW3D_PT_controlbridge_history(_Sub, bpy.types.Panel):
         row.operator("controlbridge.variation", icon="FILE_REFRESH")
 
 
+class RENDER_PT_controlbridge(bpy.types.Panel):
+    """Render Properties with the ControlBridge engine: what F12 and Ctrl-F12 use (the prompt and the rest are the
+    sidebar's, one set of settings per scene)."""
+    bl_space_type = "PROPERTIES"
+    bl_region_type = "WINDOW"
+    bl_context = "render"
+    bl_label = "ControlBridge"
+    COMPAT_ENGINES = {"CONTROLBRIDGE"}
+
+    @classmethod
+    def poll(cls, context):
+        return context.engine in cls.COMPAT_ENGINES
+
+    def draw(self, context):
+        from . import engine   # the render engine module, imported where used
+        layout = self.layout
+        layout.use_property_split = True
+        p = context.scene.controlbridge
+        layout.prop(p, "prompt")
+        row = layout.row(align=True)
+        row.prop(p, "seed", text="Seed (every frame)")
+        col = layout.column(align=True)
+        col.prop(p, "steps")
+        col.prop(p, "denoise")
+        layout.prop(p, "capture_engine", text="Inner Engine")
+        if p.capture_engine == "EEVEE":
+            layout.prop(p, "capture_samples")
+        elif p.capture_engine == "CYCLES":
+            layout.prop(p, "final_samples")
+        layout.prop(p, "render_chain")
+        est = engine.state()
+        if est.line:
+            layout.label(text=est.line, icon="ERROR" if est.error else "INFO")
+
+
 def draw_status_bar(self, context):
     st = bridge.state()
     if st.active or st.error:
@@ -236,7 +271,7 @@ def draw_status_bar(self, context):
 classes = (VIEW3D_PT_controlbridge, VIEW3D_PT_controlbridge_prompt, VIEW3D_PT_controlbridge_controlnets,
            VIEW3D_PT_controlbridge_output, VIEW3D_PT_controlbridge_capture, VIEW3D_PT_controlbridge_live,
            VIEW3D_PT_controlbridge_server,
-           CONTROLBRIDGE_UL_history, VIEW3D_PT_controlbridge_history)
+           CONTROLBRIDGE_UL_history, VIEW3D_PT_controlbridge_history, RENDER_PT_controlbridge)
 
 
 def register():

@@ -101,6 +101,11 @@ class ControlBridgeSettings(bpy.types.PropertyGroup):
                                                 "never in a capture)")
     send_normals: BoolProperty(name="Send Normals", default=False,
                                description="Also capture and send a camera-space normal map")
+    # The ControlBridge render engine (F12 / Ctrl-F12)
+    render_chain: BoolProperty(name="Chain Frames", default=False,
+                               description="In an animation, start each frame from the previous frame's result "
+                                           "(img2img) instead of its own capture, for steadier sequences; depth "
+                                           "is always the frame's own")
     # Live mode
     live_fast: BoolProperty(name="Fast Sampler", default=True,
                             description="Live frames use the LCM sampler with Live Steps and CFG 1 when the server "

@@ -1,0 +1,115 @@
+"""The ControlBridge render engine through a real server: F12 and Ctrl-F12 into the Render Result and the output
+files, with a temporary capture scene that never outlives the frame."""
+import time
+from pathlib import Path
+
+import bpy
+import numpy as np
+import pytest
+
+from conftest import emission_material, env_or_skip
+from test_capture import _saved_pixels
+from test_errors import RenderCounter
+
+
+@pytest.fixture
+def engine_scene(cb, scene, server_url, use_server, tmp_path):
+    use_server(server_url)
+    scene.render.engine = "CONTROLBRIDGE"
+    p = scene.controlbridge
+    p.capture_engine = "WORKBENCH"          # the inner engine: quick here
+    p.prompt, p.steps, p.preview_every = "a red house", 2, 1
+    p.seed, p.randomize_seed = 1234, True   # Randomize is Generate's: a render keeps the panel's seed
+    scene.objects["Cube"].data.materials.append(emission_material("red", (1.0, 0.0, 0.0)))
+    scene.render.image_settings.file_format = "PNG"
+    return scene
+
+
+def file_pixels(path):
+    image = bpy.data.images.load(str(path))
+    try:
+        px = np.empty(image.size[0] * image.size[1] * 4, np.float32)
+        image.pixels.foreach_get(px)
+        return px.reshape(image.size[1], image.size[0], 4)
+    finally:
+        bpy.data.images.remove(image)
+
+
+def assert_same_pixels(a, b):
+    assert a.shape == b.shape, (a.shape, b.shape)
+    assert np.abs(a[..., :3] - b[..., :3]).max() <= 1.5 / 255, np.abs(a[..., :3] - b[..., :3]).max()
+
+
+def test_f12_renders_a_frame_through_the_server(cb, engine_scene, tmp_path):
+    scene = engine_scene
+    scene.render.filepath = str(tmp_path / "still_")
+    scenes = sorted(bpy.data.scenes.keys())
+
+    with RenderCounter() as renders:
+        assert bpy.ops.render.render(write_still=True) == {"FINISHED"}
+
+    est = cb.engine.state()
+    assert not est.error, est.line
+    frame = est.last(scene.name)
+    assert (frame.frame, frame.seed, frame.chained, frame.width, frame.height) == (1, 1234, False, 96, 64)
+    assert Path(frame.saved_path).is_file()
+    assert renders.count == 2                          # F12, and its capture of a temporary copy of the scene
+    assert sorted(bpy.data.scenes.keys()) == scenes    # ... which is gone
+    assert scene.render.engine == "CONTROLBRIDGE"
+    served = file_pixels(frame.saved_path)             # what the server made and saved
+    assert served[..., :3].std() > 0.01
+    # The Render Result and the output file hold the server's pixels (Standard view transform: exactly).
+    written = sorted(tmp_path.glob("still_*.png"))
+    assert len(written) == 1
+    assert_same_pixels(file_pixels(written[0]), served)
+    result = next(i for i in bpy.data.images if i.type == "RENDER_RESULT")
+    assert_same_pixels(_saved_pixels(result, scene, tmp_path / "result.png"), served)
+    assert "seed 1234" in est.line
+
+
+def test_ctrl_f12_renders_an_animation_with_one_seed_chained(cb, engine_scene, tmp_path):
+    scene = engine_scene
+    scene.controlbridge.render_chain = True
+    scene.frame_start, scene.frame_end = 1, 3
+    cube = scene.objects["Cube"]
+    cube.location.x = -0.5
+    cube.keyframe_insert("location", frame=1)
+    cube.location.x = 0.5
+    cube.keyframe_insert("location", frame=3)
+    scene.render.filepath = str(tmp_path / "anim_####")
+
+    assert bpy.ops.render.render(animation=True) == {"FINISHED"}
+
+    est = cb.engine.state()
+    assert not est.error, est.line
+    frames = [f for f in est.frames if f.scene == scene.name][-3:]
+    assert [f.frame for f in frames] == [1, 2, 3]
+    assert {f.seed for f in frames} == {1234}                      # one seed for the shot
+    assert [f.chained for f in frames] == [False, True, True]
+    assert len({f.job_id for f in frames}) == 3
+    # Frames 2 and 3 started from the previous frame's result: the server kept the colour input as it was sent.
+    for before, after in zip(frames, frames[1:]):
+        inputs = Path(after.saved_path).with_suffix(".inputs")
+        assert (inputs / "color.png").read_bytes() == before.png
+        assert (inputs / "depth.exr").is_file()                    # each frame's own depth
+    written = sorted(tmp_path.glob("anim_*.png"))
+    assert [p.name for p in written] == ["anim_0001.png", "anim_0002.png", "anim_0003.png"]
+    for path, frame in zip(written, frames):
+        assert_same_pixels(file_pixels(path), file_pixels(frame.saved_path))
+
+
+def test_f12_with_the_server_down_captures_nothing(cb, engine_scene, use_server):
+    url = env_or_skip("CONTROLBRIDGE_TEST_DOWN_URL")
+    use_server(url)
+    started = time.monotonic()
+    raised = ""
+    with RenderCounter() as renders:
+        try:
+            bpy.ops.render.render()
+        except RuntimeError as exc:      # the engine's error report fails the operator
+            raised = str(exc)
+    assert time.monotonic() - started < 1.0
+    assert renders.count == 1                                      # F12 only: no capture was made
+    error = cb.engine.state().error
+    assert url in error and "cannot reach" in error
+    assert not raised or "cannot reach" in raised
