@@ -101,6 +101,21 @@ class Name(str):
     pass
 
 
+class Vector2D(_Struct):
+    _fields = ("x", "y")
+
+
+class MovieSceneObjectBindingID(_Struct):
+    """Opaque here: the fake compares bindings by identity."""
+    _fields = ()
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__
+
+
+class DrawToRenderTargetContext(_Struct):
+    _fields = ()
+
+
 class EditorDialogLibraryObjectDetailsViewOptions(_Struct):
     _fields = ("show_object_name", "allow_search", "allow_resizing", "min_width", "min_height",
                "value_column_width_ratio")
@@ -138,6 +153,7 @@ AppReturnType = _enum("AppReturnType", "OK", "NO")
 DynamicGlobalIlluminationMethod = _enum("DynamicGlobalIlluminationMethod", "NONE", "LUMEN", "SCREEN_SPACE", "PLUGIN")
 ReflectionMethod = _enum("ReflectionMethod", "NONE", "LUMEN", "SCREEN_SPACE")
 DesiredImageFormat = _enum("DesiredImageFormat", "PNG", "JPG", "BMP", "EXR")
+BlendMode = _enum("BlendMode", "BLEND_OPAQUE", "BLEND_TRANSLUCENT")
 
 
 class ImageWriteOptions(_Struct):
@@ -488,6 +504,155 @@ class SceneCapture2D(SceneCapture):
         self.capture_component2d = SceneCaptureComponent2D(self)
 
 
+# ---- Sequencer
+
+class MovieSceneSection(Object):
+    def __init__(self, start=None, end=None, active=True, row=0):
+        super().__init__()
+        self.start, self.end, self.active, self.row = start, end, active, row
+
+    @_recorded
+    def has_start_frame(self):
+        return self.start is not None
+
+    @_recorded
+    def has_end_frame(self):
+        return self.end is not None
+
+    @_recorded
+    def get_start_frame(self):
+        if self.start is None:
+            raise RuntimeError("section has no start frame")   # Unreal throws too
+        return self.start
+
+    @_recorded
+    def get_end_frame(self):
+        if self.end is None:
+            raise RuntimeError("section has no end frame")
+        return self.end
+
+    @_recorded
+    def is_active(self):
+        return self.active
+
+    @_recorded
+    def get_row_index(self):
+        return self.row
+
+
+class MovieSceneCameraCutSection(MovieSceneSection):
+    def __init__(self, start=None, end=None, binding=None, active=True, row=0):
+        super().__init__(start, end, active, row)
+        self.binding = binding
+
+    @_recorded
+    def get_camera_binding_id(self):
+        return self.binding
+
+
+class MovieSceneTrack(Object):
+    def __init__(self, sections=()):
+        super().__init__()
+        self.sections = list(sections)
+
+    @_recorded
+    def get_sections(self):
+        return list(self.sections)
+
+
+class MovieSceneCameraCutTrack(MovieSceneTrack):
+    pass
+
+
+class MovieSceneSequence(Object):
+    def __init__(self, outer=None, name="", playback=(0, 0), tracks=()):
+        super().__init__(outer, name)
+        self.playback, self.tracks = playback, list(tracks)
+        self.bindings: list = []    # (MovieSceneObjectBindingID, actor, animate(frame) -> (location, rotation))
+
+    @_recorded
+    def find_tracks_by_type(self, track_type):
+        return [t for t in self.tracks if isinstance(t, track_type)]
+
+    @_recorded
+    def get_playback_start(self):
+        return self.playback[0]
+
+    @_recorded
+    def get_playback_end(self):
+        return self.playback[1]
+
+    def _bind(self, actor, animate=None) -> "MovieSceneObjectBindingID":
+        binding = MovieSceneObjectBindingID()
+        self.bindings.append((binding, actor, animate))
+        return binding
+
+
+class LevelSequence(MovieSceneSequence):
+    pass
+
+
+class LevelSequenceEditorBlueprintLibrary(Object):
+    """Sequencer with one open sequence: setting the time evaluates it (animated cameras move)."""
+
+    @classmethod
+    @_recorded
+    def get_current_level_sequence(cls):
+        return _world().sequence
+
+    @classmethod
+    @_recorded
+    def get_current_time(cls):
+        return _world().sequence_time
+
+    @classmethod
+    @_recorded
+    def set_current_time(cls, new_frame):
+        w = _world()
+        w.sequence_time = new_frame
+        w.evaluated = False
+
+    @classmethod
+    @_recorded
+    def force_update(cls):
+        w = _world()
+        for _, actor, animate in w.sequence.bindings:
+            if animate is not None:
+                location, rotation = animate(w.sequence_time)
+                component = actor.get_cine_camera_component()
+                component.location = Vector(*location)
+                component.rotation = Rotator(roll=rotation[2], pitch=rotation[0], yaw=rotation[1])
+        w.evaluated = True
+
+    @classmethod
+    @_recorded
+    def get_bound_objects(cls, object_binding):
+        return [actor for binding, actor, _ in _world().sequence.bindings if binding is object_binding]
+
+
+class Canvas(Object):
+    def __init__(self, target=None):
+        super().__init__()
+        self.target = target
+
+    @_recorded
+    def draw_texture(self, render_texture, screen_position, screen_size, coordinate_position,
+                     coordinate_size=None, render_color=None, blend_mode=None):
+        """Draws the texture's image (its PNG/JPEG, resized) into the target's pixels."""
+        import cv2
+        import numpy as np
+
+        rt = self.target
+        image = cv2.imdecode(np.frombuffer(render_texture.png, np.uint8), cv2.IMREAD_COLOR)
+        w, h = int(screen_size.x), int(screen_size.y)
+        tile = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+        x0, y0 = int(screen_position.x), int(screen_position.y)
+        for y in range(h):
+            for x in range(w):
+                b, g, r = (int(v) for v in tile[y, x])
+                rt.pixels[(y0 + y) * rt.width + x0 + x] = Color(r=r, g=g, b=b, a=255)
+
+
 # =========================================================================== libraries and subsystems
 
 class EditorSubsystem(Object):
@@ -682,6 +847,21 @@ class RenderingLibrary(Object):
     @_recorded
     def release_render_target2d(cls, texture_render_target):
         texture_render_target.released = True
+
+    @classmethod
+    @_recorded
+    def begin_draw_canvas_to_render_target(cls, world_context_object, texture_render_target):
+        rt = texture_render_target
+        clear = Color(r=5, g=5, b=5, a=255)
+        rt.pixels = [clear] * (rt.width * rt.height)
+        canvas = Canvas(rt)
+        _world().canvases.append(canvas)
+        return canvas, Vector2D(float(rt.width), float(rt.height)), DrawToRenderTargetContext()
+
+    @classmethod
+    @_recorded
+    def end_draw_canvas_to_render_target(cls, world_context_object, context):
+        pass
 
 
 class ImageWriteBlueprintLibrary(Object):
@@ -972,6 +1152,10 @@ class FakeEditor:
     cvars: dict = field(default_factory=lambda: {"r.DynamicGlobalIlluminationMethod": 1, "r.ReflectionMethod": 1})
     viewport: Any = None
     playing: bool = False                 # Play In Editor running
+    sequence: Any = None                  # the Level Sequence open in Sequencer
+    sequence_time: int = 0
+    evaluated: bool = True
+    canvases: list = field(default_factory=list)
     scene: Callable = default_scene
     details_view: Callable = lambda obj: False
 
@@ -1005,6 +1189,19 @@ class FakeEditor:
         for task in self.tasks:
             if task.cancel and task.finished is None:
                 task.finished = "by-engine"
+
+    def open_sequence(self, name, playback, cuts, time=0) -> "LevelSequence":
+        """A Level Sequence open in Sequencer with one camera cut track: cuts = [(start, end, camera or None,
+        animate(frame) -> ((x, y, z), (pitch, yaw, roll)) or None, active, row)], shorter tuples allowed."""
+        sequence = LevelSequence(name=name, playback=playback)
+        sections = []
+        for cut in cuts:
+            start, end, camera, animate, active, row = (tuple(cut) + (None, True, 0)[len(cut) - 3:])[:6]
+            binding = sequence._bind(camera, animate) if camera is not None else MovieSceneObjectBindingID()
+            sections.append(MovieSceneCameraCutSection(start, end, binding, active, row))
+        sequence.tracks.append(MovieSceneCameraCutTrack(sections))
+        self.sequence, self.sequence_time = sequence, time
+        return sequence
 
     def add_cine_camera(self, label="Shot_010", location=(0.0, 0.0, 170.0), rotation=(-5.0, 30.0, 0.0),
                         sensor=(36.0, 24.0), focal=35.0, select=True) -> CineCameraActor:
@@ -1057,7 +1254,9 @@ _EXPORTED = [
     "ToolMenu", "ToolMenuEntry", "ToolMenus", "EditorDialog", "Paths", "SystemLibrary", "ScopedEditorTransaction",
     "get_editor_subsystem", "log", "log_warning", "log_error", "register_slate_post_tick_callback",
     "unregister_slate_post_tick_callback", "register_python_shutdown_callback",
-    "unregister_python_shutdown_callback", "uclass", "uproperty",
+    "unregister_python_shutdown_callback", "uclass", "uproperty", "Vector2D", "MovieSceneObjectBindingID",
+    "DrawToRenderTargetContext", "BlendMode", "MovieSceneSection", "MovieSceneCameraCutSection", "MovieSceneTrack",
+    "MovieSceneCameraCutTrack", "MovieSceneSequence", "LevelSequence", "LevelSequenceEditorBlueprintLibrary", "Canvas",
 ]
 
 

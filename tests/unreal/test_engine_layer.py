@@ -301,8 +301,8 @@ def test_menus(fake_editor):
     main = editor.menus.menus_by_name["LevelEditor.MainMenu"]
     sub = main.submenus["ControlBridge"]
     labels = [entry.label for _, entry in sub.entries]
-    assert labels == ["Generate from viewport", "Generate from selected CineCamera", "Live mode (toggle)", "Cancel",
-                      "Settings..."]
+    assert labels == ["Generate from viewport", "Generate from selected CineCamera", "Live mode (toggle)",
+                      "Generate Level Sequence shots", "Render shot range", "Cancel", "Settings..."]
     for _, entry in sub.entries:
         kind, _, command = entry.command
         assert kind is ue.ToolMenuStringCommandType.PYTHON

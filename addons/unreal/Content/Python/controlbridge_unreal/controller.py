@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional
 
 from controlbridge_protocol import Accepted, Cancelled, Disconnected, JobError, LiveResult, LiveSkipped, Progress, Result
 
-from . import jobs, live
+from . import jobs, live, shots
 from .buffers import CaptureProblem
 from .camera_math import CameraView
 from .settings_model import PluginSettings
@@ -57,6 +57,12 @@ class EnginePort:
     def show_live_frame(self, view: CameraView, width: int, height: int, settings: PluginSettings,
                         image: Any) -> bool: raise NotImplementedError
     def end_live(self) -> None: ...
+    # Level Sequence shots
+    def sequence_cuts(self) -> Any: raise NotImplementedError   # (sequence name, [shots.Cut], playhead frame)
+    def shot_view(self, cut: Any, frame: int) -> CameraView: raise NotImplementedError
+    def set_sequence_frame(self, frame: int) -> None: ...
+    def apply_shot_result(self, run: Any, item: Any, result: Result) -> Any: raise NotImplementedError
+    def finish_shots(self, run: Any) -> str: raise NotImplementedError   # the contact sheet; a summary
     def begin_progress(self, title: str) -> ProgressHandle: raise NotImplementedError
     def show_error(self, message: str) -> None: raise NotImplementedError
     def log(self, message: str) -> None: ...
@@ -95,6 +101,7 @@ class Controller:
         self.get_settings = get_settings
         self.job: Optional[PendingJob] = None
         self.live: Optional[live.LiveSession] = None
+        self.shots: Optional[shots.ShotRun] = None
         self.clock: Callable[[], float] = time.monotonic
         self.last_summary: Optional[str] = None
         self._ticket = 0
@@ -102,15 +109,14 @@ class Controller:
 
     @property
     def busy(self) -> bool:
-        return self.job is not None
+        return self.job is not None or self.shots is not None
 
     # ---- menu actions (game thread) ---------------------------------------------------------
 
     def generate(self, source: str) -> bool:
         """Capture `source` (VIEWPORT or CINE_CAMERA) and send the job. Returns True when a job was sent."""
-        if self.job is not None:
-            self.engine.show_error("A ControlBridge generation is already running. "
-                                   "Wait for it or use ControlBridge > Cancel.")
+        if self.busy:
+            self._already_running()
             return False
         settings = self.get_settings().validated()
         try:
@@ -136,7 +142,14 @@ class Controller:
         self.worker.submit(self._ticket, settings.server_url, settings.token, job_settings, images)
         return True
 
+    def _already_running(self) -> None:
+        self.engine.show_error("A ControlBridge generation is already running. "
+                               "Wait for it or use ControlBridge > Cancel.")
+
     def cancel(self) -> None:
+        if self.shots is not None:
+            self._end_shots("cancelled", "Cancelled")
+            return
         job = self.job
         if job is None:
             self.engine.log("ControlBridge: nothing to cancel")
@@ -148,6 +161,145 @@ class Controller:
         # the worker handles commands in order, so this goes out after the job itself
         self.worker.cancel(job.job_id)
         job.handle.update("Cancelling")
+
+    # ---- Level Sequence shots (game thread) --------------------------------------------------
+
+    def generate_shots(self) -> bool:
+        """Every camera cut of the open sequence at its start frame (or every Nth frame): same settings and seed,
+        textures named after the shots, then a contact sheet."""
+        return self._start_shots(render_range=False)
+
+    def render_shot_range(self) -> bool:
+        """Every frame of one cut as a numbered image sequence on disk."""
+        return self._start_shots(render_range=True)
+
+    def _start_shots(self, render_range: bool) -> bool:
+        if self.busy:
+            self._already_running()
+            return False
+        settings = self.get_settings().validated()
+        try:
+            name, cuts, playhead = self.engine.sequence_cuts()
+            if render_range:
+                cut = (shots.choose_cut(cuts, settings.shot_range_cut) if settings.shot_range_cut
+                       else shots.cut_at(cuts, playhead))
+                todo = shots.plan_range(cut)
+            else:
+                todo = shots.plan_frames(cuts, settings.shot_every_nth)
+        except (UserError, shots.ShotError) as e:
+            self.engine.show_error(str(e))
+            return False
+        except Exception as e:  # noqa: BLE001
+            self.engine.log(traceback.format_exc())
+            self.engine.show_error(f"ControlBridge could not read the Level Sequence: {type(e).__name__}: {e}")
+            return False
+        what = f"{todo[0][0].name}, {len(todo)} frame(s)" if render_range else f"{name}, {len(todo)} shot frame(s)"
+        handle = self.engine.begin_progress(f"ControlBridge: {what}")
+        self.shots = shots.ShotRun(name, render_range, shots.batch_seed(settings.seed), playhead, list(todo), handle,
+                                   total=len(todo))
+        self.engine.log(f"ControlBridge: {what}, seed {self.shots.seed}")
+        self._feed_shots()
+        return True
+
+    def _feed_shots(self) -> None:
+        """Capture and send the next frames while fewer than IN_FLIGHT are on the server."""
+        run = self.shots
+        while run is not None and run.todo and len(run.in_flight) < shots.IN_FLIGHT and not run.cancel_requested:
+            cut, frame = run.todo.pop(0)
+            settings = self.get_settings().validated()
+            try:
+                view = self.engine.shot_view(cut, frame)
+                width, height = jobs.output_size(settings, view)
+                capture = self.engine.capture(view, width, height, settings)
+                job = jobs.job_settings(settings, width, height, cut.name).replace(seed=run.seed)
+                images = jobs.attachments(capture)
+            except (UserError, CaptureProblem) as e:
+                self._end_shots("failed", f"{cut.name} frame {frame}: {e}")
+                return
+            except Exception as e:  # noqa: BLE001
+                self.engine.log(traceback.format_exc())
+                self._end_shots("failed", f"{cut.name} frame {frame} could not be captured: {type(e).__name__}: {e}")
+                return
+            self._ticket += 1
+            item = shots.ShotItem(cut, frame, self._ticket, view, width, height)
+            run.in_flight.append(item)
+            self.worker.submit(item.ticket, settings.server_url, settings.token, job, images)
+        if run is not None and run.finished:
+            self._finish_shots()
+
+    def _handle_shots(self, event: Any) -> bool:
+        """The shots run's share of the events; True when the event was the run's."""
+        run = self.shots
+        if run is None:
+            return False
+        if isinstance(event, Disconnected):
+            self._end_shots("failed", f"Lost the connection to the ControlBridge server: {event.reason}")
+            return True
+        item = run.owner_of(event)
+        if item is None:
+            if isinstance(event, JobError) and event.job_id is None and event.request_id is None:
+                self._end_shots("failed", f"The server reported an error: {event.message}")
+                return True
+            return False
+        if isinstance(event, Submitted):
+            item.request_id = event.request_id
+        elif isinstance(event, SubmitFailed):
+            run.in_flight.remove(item)
+            self._end_shots("failed", event.message)
+        elif isinstance(event, Accepted):
+            item.job_id = event.job_id
+        elif isinstance(event, Progress):
+            run.handle.update(f"{item.cut.name} frame {item.frame} ({len(run.done) + 1}/{run.total}): "
+                              f"step {event.step}/{event.total}")
+        elif isinstance(event, Result):
+            run.in_flight.remove(item)
+            try:
+                made = self.engine.apply_shot_result(run, item, event)
+            except Exception as e:  # noqa: BLE001
+                self.engine.log(traceback.format_exc())
+                self._end_shots("failed", f"{item.cut.name} frame {item.frame} was generated (saved on the server "
+                                          f"at {event.saved_path}) but could not be kept: {type(e).__name__}: {e}")
+                return True
+            run.done.append((item, made))
+            run.handle.update(f"{len(run.done)}/{run.total} done")
+            self._feed_shots()
+        elif isinstance(event, JobError):
+            run.in_flight.remove(item)
+            self._end_shots("failed", f"{item.cut.name} frame {item.frame}: the server reported an error: "
+                                      f"{event.message}")
+        elif isinstance(event, Cancelled):
+            self._end_shots("cancelled", "Cancelled on the server")
+        return True
+
+    def _finish_shots(self) -> None:
+        run = self.shots
+        try:
+            summary = self.engine.finish_shots(run)
+        except Exception as e:  # noqa: BLE001
+            self.engine.log(traceback.format_exc())
+            self._end_shots("failed", f"The shots were generated but the contact sheet failed: {type(e).__name__}: {e}")
+            return
+        self._end_shots("ok", f"Done: {summary}")
+
+    def _end_shots(self, how: str, text: str) -> None:
+        run, self.shots = self.shots, None
+        if run is None:
+            return
+        # the run's frames still on the server are no longer wanted; a frame the server has not named yet is
+        # reached by cancelling this client's jobs (None), which covers the named ones too
+        names = [item.job_id for item in run.in_flight]
+        for job_id in ([None] if None in names else names):
+            self.worker.cancel(job_id)
+        try:
+            self.engine.set_sequence_frame(run.restore_frame)   # the playhead where the user left it
+        except Exception:  # noqa: BLE001
+            self.engine.log(traceback.format_exc())
+        if how == "ok":
+            run.handle.succeed(text)
+        elif how == "cancelled":
+            run.handle.cancelled(text)
+        else:
+            run.handle.fail(text)
 
     # ---- live mode (game thread) -------------------------------------------------------------
 
@@ -258,8 +410,8 @@ class Controller:
             return True
         if isinstance(event, Disconnected):
             # one message: the job's failure says it when a job is running
-            self.stop_live(f"lost the connection to the ControlBridge server: {event.reason}", error=self.job is None)
-            return self.job is None
+            self.stop_live(f"lost the connection to the ControlBridge server: {event.reason}", error=not self.busy)
+            return not self.busy
         return False
 
     # ---- Slate post-tick (game thread) ------------------------------------------------------
@@ -270,18 +422,22 @@ class Controller:
         self._in_tick = True
         try:
             for event in self.worker.drain():
-                if not self._handle_live(event):
+                if not self._handle_live(event) and not self._handle_shots(event):
                     self._handle(event)
             if self.live is not None:
                 self._live_tick()
             job = self.job
             if job is not None and not job.cancel_requested and job.handle.cancel_requested():
                 self.cancel()
+            if self.shots is not None and self.shots.handle.cancel_requested():
+                self.cancel()
         finally:
             self._in_tick = False
 
     def shutdown(self) -> None:
         self.stop_live("the editor is closing")
+        if self.shots is not None:
+            self._end_shots("cancelled", "Cancelled: the editor is closing")
         if self.job is not None:
             self.worker.cancel(self.job.job_id)
             self.job.handle.cancelled("Cancelled: the editor is closing")

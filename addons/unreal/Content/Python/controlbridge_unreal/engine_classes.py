@@ -60,6 +60,8 @@ def define(unreal) -> PluginClasses:
         live_sampler = unreal.uproperty(str, meta=_meta("live_sampler"))
         live_max_side = unreal.uproperty(int, meta=_meta("live_max_side"))
         live_interval_s = unreal.uproperty(float, meta=_meta("live_interval_s"))
+        shot_every_nth = unreal.uproperty(int, meta=_meta("shot_every_nth"))
+        shot_range_cut = unreal.uproperty(str, meta=_meta("shot_range_cut"))
 
     @unreal.uclass()
     class ControlBridgeGeneration(unreal.EditorUtilityTask):

@@ -33,6 +33,13 @@ MENU_ENTRIES: Tuple[Tuple[str, str, str, str, str], ...] = (
      "Start or stop live mode: while on, the selected CineCamera (or the level viewport) is captured whenever it "
      "or the level changes, and the generated frames are shown on a plane in front of it.",
      _CMD.format("toggle_live")),
+    ("Generate", "ControlBridge.Shots", "Generate Level Sequence shots",
+     "Generate every camera cut of the Level Sequence open in Sequencer at its start frame (or every Nth frame, "
+     "Settings > Sequence), same settings and seed: textures named after the shots and a contact sheet.",
+     _CMD.format("generate_shots")),
+    ("Generate", "ControlBridge.ShotRange", "Render shot range",
+     "Generate every frame of one camera cut (the one under the playhead, or Settings > Shot Range Cut) as a "
+     "numbered image sequence in Saved/ControlBridge/Sequences.", _CMD.format("render_shot_range")),
     ("Job", "ControlBridge.Cancel", "Cancel", "Cancel the running generation.", _CMD.format("cancel")),
     ("Job", "ControlBridge.Settings", "Settings...", "Server, prompt, sampling and output settings.",
      _CMD.format("open_settings")),

@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 from typing import Optional
 
-from . import engine_capture, engine_classes, engine_live, engine_results, engine_ui, naming, result_plan, settings_model
+from . import (engine_capture, engine_classes, engine_live, engine_results, engine_sequence, engine_ui, naming,
+               result_plan, settings_model, shots)
 from controlbridge_protocol import ImageAttachment, Result
 
 from .controller import CINE_CAMERA, VIEWPORT, Controller, EnginePort, PendingJob
@@ -18,10 +19,11 @@ from .worker import Worker
 class EngineAdapter(EnginePort):
     """The controller's view of the engine, implemented with the engine_* modules."""
 
-    def __init__(self, unreal, task_class, temp_dir: str):
+    def __init__(self, unreal, task_class, temp_dir: str, saved_dir: str = ""):
         self.unreal = unreal
         self.task_class = task_class
         self.temp_dir = temp_dir
+        self.saved_dir = saved_dir
         self._preview_restore: dict = {}   # plane key tag -> the material its plane had before previews
         self._live_state: dict = {}        # the live plane and its dynamic material, while live mode shows frames
 
@@ -78,6 +80,44 @@ class EngineAdapter(EnginePort):
     def end_live(self):
         engine_live.remove_plane(self.unreal, self._live_state)
 
+    def sequence_cuts(self):
+        sequence = engine_sequence.open_sequence(self.unreal)
+        name, sections, playback = engine_sequence.read_cuts(self.unreal, sequence)
+        return name, shots.enumerate_cuts(sections, playback, name), engine_sequence.current_frame(self.unreal)
+
+    def shot_view(self, cut, frame):
+        return engine_sequence.view_at(self.unreal, cut, frame)
+
+    def set_sequence_frame(self, frame):
+        engine_sequence.set_frame(self.unreal, frame)
+
+    def apply_shot_result(self, run: shots.ShotRun, item: shots.ShotItem, result: Result):
+        if run.render_range:   # the server's PNG as it is: no asset, no re-encoding
+            path = shots.range_frame_path(self.saved_dir, run.sequence_name, item.cut, item.frame)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "wb") as fh:
+                fh.write(result.image.data)
+            return path
+        plan = result_plan.plan_result(
+            view=item.view, width=item.width, height=item.height, job_id=result.job_id,
+            result_settings=result.settings.to_dict() if result.settings else {}, seed=result.seed,
+            saved_path=result.saved_path, encoding=result.image.encoding, create_plane=False, plane_distance_cm=0.0,
+            asset_exists=lambda path: engine_results.asset_exists(self.unreal, path),
+            asset_base=shots.texture_name(item.cut, item.frame), texture_dir=shots.texture_folder(run.sequence_name))
+        texture = engine_results.import_texture(self.unreal, plan, result.image.data, self.temp_dir)
+        engine_results.tag_texture(self.unreal, texture, plan.metadata)
+        return texture
+
+    def finish_shots(self, run: shots.ShotRun) -> str:
+        done = run.in_order()
+        first: shots.ShotItem = done[0][0]
+        if run.render_range:
+            return f"{len(done)} frames of {first.cut.name} in {os.path.dirname(done[0][1])}"
+        layout = shots.contact_sheet_layout(len(done), first.width, first.height)
+        sheet = engine_sequence.write_contact_sheet(self.unreal, [made for _, made in done], layout,
+                                                    shots.contact_sheet_path(self.saved_dir, run.sequence_name))
+        return f"{len(done)} shot image(s) in {shots.texture_folder(run.sequence_name)}; contact sheet {sheet}"
+
     def begin_progress(self, title):
         return engine_ui.TaskProgress(self.unreal, self.task_class, title)
 
@@ -95,7 +135,7 @@ class Plugin:
         saved_dir = saved_dir or unreal.Paths.project_saved_dir()
         self.store = settings_model.SettingsStore(settings_model.settings_path(saved_dir))
         temp_dir = os.path.join(saved_dir, settings_model.SETTINGS_SUBDIR, "Incoming")
-        self.engine = EngineAdapter(unreal, self.classes.task, temp_dir)
+        self.engine = EngineAdapter(unreal, self.classes.task, temp_dir, saved_dir)
         self.worker = worker or Worker(naming.client_name(unreal.SystemLibrary.get_engine_version()))
         self.controller = Controller(self.engine, self.worker, self.store.get)
         self._tick_handle = None
@@ -155,6 +195,14 @@ def generate_from_cine_camera() -> None:
 
 def toggle_live() -> None:
     _require().controller.toggle_live()
+
+
+def generate_shots() -> None:
+    _require().controller.generate_shots()
+
+
+def render_shot_range() -> None:
+    _require().controller.render_shot_range()
 
 
 def cancel() -> None:

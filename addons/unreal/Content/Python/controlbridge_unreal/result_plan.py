@@ -33,10 +33,12 @@ class ResultPlan:
 
 def plan_result(*, view: camera_math.CameraView, width: int, height: int, job_id: str, result_settings: dict,
                 seed: int, saved_path: str, encoding: str, create_plane: bool, plane_distance_cm: float,
-                asset_exists: Callable[[str], bool]) -> ResultPlan:
-    """asset_exists(object_path) -> bool keeps names unique in the ControlBridge folder."""
-    base = naming.texture_asset_name(view.label, job_id)
-    asset_name = naming.unique_name(base, lambda n: asset_exists(naming.object_path(naming.TEXTURE_DIR, n)))
+                asset_exists: Callable[[str], bool], asset_base: Optional[str] = None,
+                texture_dir: str = naming.TEXTURE_DIR) -> ResultPlan:
+    """asset_exists(object_path) -> bool keeps names unique in the texture folder. `asset_base` names the
+    texture (a shot's name); by default it is named after the camera and the job."""
+    base = asset_base or naming.texture_asset_name(view.label, job_id)
+    asset_name = naming.unique_name(base, lambda n: asset_exists(naming.object_path(texture_dir, n)))
     metadata = {
         naming.METADATA_SETTINGS: json.dumps(result_settings, sort_keys=True),
         naming.METADATA_SEED: str(seed),
@@ -49,7 +51,7 @@ def plan_result(*, view: camera_math.CameraView, width: int, height: int, job_id
         placement = camera_math.plane_placement(plane_distance_cm, view.hfov_deg, width / height)
         world = camera_math.plane_world_placement(view, placement)
     return ResultPlan(
-        texture_dir=naming.TEXTURE_DIR,
+        texture_dir=texture_dir,
         asset_name=asset_name,
         temp_filename=naming.temp_image_filename(asset_name, encoding),
         metadata=metadata,

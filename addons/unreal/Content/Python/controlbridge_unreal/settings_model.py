@@ -66,6 +66,10 @@ FIELDS: tuple[Field, ...] = (
           64, 2048),
     Field("live_interval_s", float, 0.25, "Live", "Least time between two live frames (seconds); a frame is only "
           "captured when the camera or the level changed.", 0.05, 10.0),
+    Field("shot_every_nth", int, 0, "Sequence", "Generate Level Sequence shots: 0 = each camera cut's start "
+          "frame; N = every Nth frame of each cut. Same settings and seed for all.", 0, 10000),
+    Field("shot_range_cut", str, "", "Sequence", "Render shot range: the cut to render frame by frame (its number, "
+          "shot name or camera label); empty = the cut under Sequencer's playhead."),
 )
 
 FIELD_BY_NAME = {f.name: f for f in FIELDS}
@@ -97,6 +101,8 @@ class PluginSettings:
     live_sampler: str = "lcm"
     live_max_side: int = 512
     live_interval_s: float = 0.25
+    shot_every_nth: int = 0
+    shot_range_cut: str = ""
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> "PluginSettings":
