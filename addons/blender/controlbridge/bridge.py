@@ -70,6 +70,10 @@ class Job:
     request_id: Optional[str] = None
     job_id: Optional[str] = None
     cancel_requested: bool = False
+    image_name: str = ""        # the result image, once placed
+    # Main thread, once, when the job is over (finished, failed or cancelled): on_done(job, state). A batch
+    # (every camera) collects its results with it.
+    on_done: Optional[Callable] = None
 
 
 class Busy(Exception):
@@ -85,6 +89,7 @@ _connect_lock = threading.Lock()   # one connection attempt at a time (the job w
 _worker: Optional[threading.Thread] = None
 _job: Optional[Job] = None
 _job_server = None                 # (url, token) of the running job
+_queue: list = []                  # jobs that start, one after another, when the running one is over
 _live_listener = None              # live.py's main-thread callback (kind, value) -> bool, set while live is on
 _live_thread: Optional[threading.Thread] = None   # connecting or sending one live frame
 
@@ -121,13 +126,22 @@ def connect(url: str, token: str) -> None:
     _start_worker(url, token, None)
 
 
-def generate(url: str, token: str, job: Job) -> None:
+def generate(url: str, token: str, job: Job, then=()) -> None:
     """Check the server in the background, then capture (drain(), main thread), then send in the background;
-    progress and the result arrive through drain()."""
-    global _job, _job_server
+    progress and the result arrive through drain(). `then`: more jobs, each started when the one before is over
+    (whatever its outcome; Cancel drops them)."""
+    global _job_server
     if busy():
         raise Busy("ControlBridge is busy with a job; wait for it or cancel it")
-    _job, _job_server = job, (url, token)
+    _job_server = (url, token)
+    _queue[:] = list(then)
+    _begin(job)
+
+
+def _begin(job: Job) -> None:
+    global _job
+    url, token = _job_server
+    _job = job
     _set(phase="connecting", line=f"Connecting to {url} ...", error="", step=0, total=0, job_id=None)
     _start_worker(url, token, job, _connect_work)
 
@@ -137,11 +151,17 @@ def cancel() -> bool:
     job = _job
     if job is None or not _state.active:
         return False
+    _queue.clear()
     job.cancel_requested = True
     _set(phase="cancelling", line="Cancelling ...")
     if job.job_id is not None:
         _send_cancel(job.job_id)
     return True
+
+
+def show(line: str, error: str = "") -> None:
+    """A line for the panel and the status bar from a job's owner (a batch's summary), after its last job."""
+    _set(line=_one_line(line), error=_one_line(error) if error else "")
 
 
 def fail(line: str) -> None:
@@ -160,6 +180,7 @@ def shutdown() -> None:
     if client is not None:
         _close_in_background(client)
     _job = None
+    _queue.clear()
     _state.__init__()
 
 
@@ -327,6 +348,7 @@ def on_load_pre(*_args) -> None:
     """Another .blend is being opened: the running job belongs to the file being closed, so cancel it."""
     global _job
     job, _job = _job, None
+    _queue.clear()
     if job is not None:
         if job.job_id is not None:
             _send_cancel(job.job_id)
@@ -396,25 +418,22 @@ def _handle_worker(kind, payload, value) -> None:
     elif kind == "failed":
         if job is None and _state.phase != "connecting":
             return
-        _job = None
-        _set(phase="failed", line=value, error=value)
+        _end(job, phase="failed", line=value, error=value)
 
 
 def _capture_and_send(job: Job) -> None:
     """The server answered: capture now (main thread, Blender renders here), then send in the background."""
     global _job
     if job.cancel_requested:
-        _job = None
-        _set(phase="cancelled", line="Cancelled", error="")
+        _end(job, phase="cancelled", line="Cancelled", error="")
         return
     _set(phase="capturing", line="Capturing ...")
     try:
         if job.capture is not None:
             job.images, job.meta = job.capture()
     except Exception as exc:  # noqa: BLE001 - CaptureError, ValueError, or Blender's own: one line, no job
-        _job = None
         line = _one_line(f"Capture failed: {exc}")
-        _set(phase="failed", line=line, error=line)
+        _end(job, phase="failed", line=line, error=line)
         return
     url, token = _job_server
     _set(phase="submitting", line="Sending the capture ...")
@@ -441,9 +460,8 @@ def _handle_event(event) -> None:
             _client, _client_key = None, None
         _state.server_url = ""
         if _job is not None:
-            _job = None
             line = _one_line(f"Lost the connection to the server: {event.reason}")
-            _set(phase="failed", line=line, error=line)
+            _end(_job, phase="failed", line=line, error=line)
         return
     if not _mine(event):
         return
@@ -473,16 +491,30 @@ def _handle_event(event) -> None:
             line = _apply_result(job, event)
         except Exception as exc:  # noqa: BLE001 - report, keep the add-on alive
             line = _one_line(f"The image arrived but could not be placed: {type(exc).__name__}: {exc}")
-            _set(phase="failed", line=line, error=line)
+            _end(job, phase="failed", line=line, error=line)
             return
-        _set(phase="finished", line=line, step=_state.total, error="")
+        _end(job, phase="finished", line=line, step=_state.total, error="")
     elif isinstance(event, JobError):
-        _job = None
         line = _one_line(event.message)
-        _set(phase="failed", line=line, error=line)
+        _end(job, phase="failed", line=line, error=line)
     elif isinstance(event, Cancelled):
+        _end(job, phase="cancelled", line="Cancelled", error="")
+
+
+def _end(job: Job, **values) -> None:
+    """The job is over: show how, tell its owner, then start the next queued job."""
+    global _job
+    if _job is job:
         _job = None
-        _set(phase="cancelled", line="Cancelled", error="")
+    _set(**values)
+    if job.on_done is not None:
+        try:
+            job.on_done(job, _state)
+        except Exception as exc:  # noqa: BLE001 - the owner's bookkeeping must not stop the pump
+            line = _one_line(f"{type(exc).__name__}: {exc}")
+            _set(phase="failed", line=line, error=line)
+    if _queue and _job is None:
+        _begin(_queue.pop(0))
 
 
 def _apply_result(job: Job, result) -> str:
@@ -492,7 +524,7 @@ def _apply_result(job: Job, result) -> str:
     results.apply_placements(scene, image, job.meta, background=job.place_background, plane=job.place_plane,
                              plane_distance=job.plane_distance, project=bool(objects), objects=objects)
     history.add(scene, image)
-    _state.image_name = image.name
+    _state.image_name = job.image_name = image.name
     return f"Done: {image.name} ({image.size[0]}x{image.size[1]}, seed {result.seed})"
 
 

@@ -59,16 +59,26 @@ def props_from_settings(p, s: JobSettings) -> None:
         p.width, p.height = s.width, s.height
 
 
-def capture_later(scene_name: str, view_layer_name: str, options):
+def capture_later(scene_name: str, view_layer_name: str, options, camera_name: str = ""):
     """The capture a job makes once the server has answered (bridge.Job.capture): main thread, returns
-    (attachments, meta)."""
+    (attachments, meta). With `camera_name`, that camera is the scene's camera for the capture only."""
     def take():
         import bpy
         from . import capture
         scene = bpy.data.scenes.get(scene_name)
         if scene is None:
             raise capture.CaptureError(f"the scene '{scene_name}' is gone")
-        shot = capture.capture(scene, scene.view_layers.get(view_layer_name), options)
+        active = scene.camera
+        if camera_name:
+            camera = bpy.data.objects.get(camera_name)
+            if camera is None or camera.type != "CAMERA":
+                raise capture.CaptureError(f"the camera '{camera_name}' is gone")
+            scene.camera = camera
+        try:
+            shot = capture.capture(scene, scene.view_layers.get(view_layer_name), options)
+        finally:
+            if scene.camera != active:
+                scene.camera = active
         return shot.attachments(), shot.meta()
     return take
 

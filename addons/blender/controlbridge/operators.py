@@ -1,9 +1,9 @@
 """Operators: read properties, build JobSettings, hand over. The logic lives in jobs, bridge, live, results,
 history."""
 import bpy
-from bpy.props import IntProperty
+from bpy.props import EnumProperty, IntProperty
 
-from . import bridge, history, jobs, live, preferences, results
+from . import bridge, cameras, history, jobs, live, preferences, results
 from .capture import CaptureError
 
 
@@ -94,6 +94,60 @@ class CONTROLBRIDGE_OT_variation(_Watched, bpy.types.Operator):
         seed = jobs.new_seed()
         context.scene.controlbridge.seed = seed
         return _start(self, context, settings.replace(seed=seed))
+
+
+class CONTROLBRIDGE_OT_generate_cameras(_Watched, bpy.types.Operator):
+    """Generate for every camera (or every camera bound to a timeline marker) with the same settings and seed; a
+    contact sheet of the shots is saved next to the outputs and opened in the Image editor"""
+    bl_idname = "controlbridge.generate_cameras"
+    bl_label = "Every Camera"
+
+    scope: EnumProperty(name="Cameras", items=[("ALL", "All Cameras", "Every camera in the scene"),
+                                                ("MARKERS", "Marker Cameras", "The cameras bound to timeline markers")],
+                        default="ALL")
+
+    @classmethod
+    def poll(cls, context):
+        return context.scene is not None and not bridge.busy()
+
+    def execute(self, context):
+        p = context.scene.controlbridge
+        if p.randomize_seed:
+            p.seed = jobs.new_seed()   # one seed for every camera
+        try:
+            self.report({"INFO"}, cameras.start(context, jobs.settings_from_props(p), preferences.get(context),
+                                                self.scope))
+        except bridge.Busy as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        except (CaptureError, ValueError) as exc:
+            bridge.fail(str(exc))
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        return {"FINISHED"}
+
+
+class CONTROLBRIDGE_OT_history_ab(bpy.types.Operator):
+    """Compare the last two results of the selected entry's camera side by side (A older, B newer) in the Image
+    editor"""
+    bl_idname = "controlbridge.history_ab"
+    bl_label = "A/B"
+
+    index: IntProperty(default=-1, options={"SKIP_SAVE"})
+
+    def execute(self, context):
+        item = _history_item(self, context.scene.controlbridge)
+        camera = cameras.camera_of(item) if item is not None else ""
+        if not camera:
+            self.report({"ERROR"}, "Select a History entry made from a camera")
+            return {"CANCELLED"}
+        try:
+            image = cameras.a_b(context.scene, camera)
+        except LookupError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"{image.name}: {image.filepath}")
+        return {"FINISHED"}
 
 
 class CONTROLBRIDGE_OT_cancel(bpy.types.Operator):
@@ -211,6 +265,6 @@ class CONTROLBRIDGE_OT_remove_projection(bpy.types.Operator):
         return {"FINISHED"}
 
 
-classes = (CONTROLBRIDGE_OT_generate, CONTROLBRIDGE_OT_variation, CONTROLBRIDGE_OT_cancel, CONTROLBRIDGE_OT_live,
-           CONTROLBRIDGE_OT_connect, CONTROLBRIDGE_OT_history_apply, CONTROLBRIDGE_OT_history_load,
-           CONTROLBRIDGE_OT_remove_projection)
+classes = (CONTROLBRIDGE_OT_generate, CONTROLBRIDGE_OT_variation, CONTROLBRIDGE_OT_generate_cameras,
+           CONTROLBRIDGE_OT_cancel, CONTROLBRIDGE_OT_live, CONTROLBRIDGE_OT_connect, CONTROLBRIDGE_OT_history_apply,
+           CONTROLBRIDGE_OT_history_load, CONTROLBRIDGE_OT_history_ab, CONTROLBRIDGE_OT_remove_projection)

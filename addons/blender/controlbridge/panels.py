@@ -45,6 +45,7 @@ class VIEW3D_PT_controlbridge(bpy.types.Panel):
         else:
             row.operator("controlbridge.generate", icon="RENDER_STILL")
             row.operator("controlbridge.variation", text="", icon="FILE_REFRESH")
+            row.operator_menu_enum("controlbridge.generate_cameras", "scope", text="", icon="OUTLINER_OB_CAMERA")
         row.operator("controlbridge.live", text="Live", icon="PLAY" if not live.is_on() else "PAUSE",
                      depress=live.is_on())
         _status(layout, st)
@@ -225,6 +226,7 @@ class VIEW3D_PT_controlbridge_history(_Sub, bpy.types.Panel):
         row.operator("controlbridge.history_apply", icon="IMAGE_REFERENCE")
         row.operator("controlbridge.history_load", icon="IMPORT")
         row.operator("controlbridge.variation", icon="FILE_REFRESH")
+        layout.operator("controlbridge.history_ab", icon="SPLIT_HORIZONTAL")
 
 
 class RENDER_PT_controlbridge(bpy.types.Panel):
