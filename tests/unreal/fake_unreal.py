@@ -144,7 +144,10 @@ CameraProjectionMode = _enum("CameraProjectionMode", "PERSPECTIVE", "ORTHOGRAPHI
 AttachmentRule = _enum("AttachmentRule", "KEEP_RELATIVE", "KEEP_WORLD", "SNAP_TO_TARGET")
 CollisionEnabled = _enum("CollisionEnabled", "NO_COLLISION")
 ComponentMobility = _enum("ComponentMobility", "STATIC", "MOVABLE")
-MaterialProperty = _enum("MaterialProperty", "MP_EMISSIVE_COLOR", "MP_BASE_COLOR")
+MaterialProperty = _enum("MaterialProperty", "MP_EMISSIVE_COLOR", "MP_BASE_COLOR", "MP_OPACITY")
+MaterialDomain = _enum("MaterialDomain", "MD_SURFACE", "MD_DEFERRED_DECAL")
+DecalBlendMode = _enum("DecalBlendMode", "DBM_TRANSLUCENT")
+CustomMaterialOutputType = _enum("CustomMaterialOutputType", "CMOT_FLOAT3", "CMOT_FLOAT4")
 MaterialShadingModel = _enum("MaterialShadingModel", "MSM_UNLIT", "MSM_DEFAULT_LIT")
 MultiBlockType = _enum("MultiBlockType", "MENU_ENTRY")
 ToolMenuStringCommandType = _enum("ToolMenuStringCommandType", "COMMAND", "PYTHON")
@@ -274,13 +277,51 @@ class MaterialInstanceDynamic(MaterialInterface):
         super().__init__(outer, name)
         self.parent = parent
         self.textures: Dict[str, Any] = {}
+        self.vectors: Dict[str, Any] = {}
+        self.scalars: Dict[str, float] = {}
 
     @_recorded
     def set_texture_parameter_value(self, parameter_name, value):
         self.textures[str(parameter_name)] = value
 
+    @_recorded
+    def set_vector_parameter_value(self, parameter_name, value):
+        self.vectors[str(parameter_name)] = value
+
+    @_recorded
+    def set_scalar_parameter_value(self, parameter_name, value):
+        self.scalars[str(parameter_name)] = value
+
 
 class MaterialExpressionTextureSampleParameter2D(Object):
+    pass
+
+
+class MaterialExpressionCustom(Object):
+    pass
+
+
+class CustomInput(Object):
+    pass
+
+
+class MaterialExpressionWorldPosition(Object):
+    pass
+
+
+class MaterialExpressionVectorParameter(Object):
+    pass
+
+
+class MaterialExpressionScalarParameter(Object):
+    pass
+
+
+class MaterialExpressionTextureObjectParameter(Object):
+    pass
+
+
+class MaterialExpressionComponentMask(Object):
     pass
 
 
@@ -492,6 +533,25 @@ class CineCameraActor(CameraActor):
     @_recorded
     def get_cine_camera_component(self):
         return self._component
+
+
+class DecalComponent(SceneComponent):
+    @_recorded
+    def create_dynamic_material_instance(self):
+        dynamic = MaterialInstanceDynamic(parent=self._props.get("decal_material"))
+        self._props["decal_material"] = dynamic
+        return dynamic
+
+
+class DecalActor(Actor):
+    def __init__(self, outer=None, name=""):
+        super().__init__(outer, name)
+        self.decal = DecalComponent(self)
+        self.root_component = self.decal
+
+    @_recorded
+    def set_decal_material(self, new_decal_material):
+        self.decal._props["decal_material"] = new_decal_material
 
 
 class SceneCapture(Actor):
@@ -773,6 +833,12 @@ class MaterialEditingLibrary(Object):
     @classmethod
     @_recorded
     def connect_material_property(cls, from_expression, from_output_name, property_):
+        return True
+
+    @classmethod
+    @_recorded
+    def connect_material_expressions(cls, from_expression, from_output_name, to_expression, to_input_name):
+        to_expression._props.setdefault("connected", {})[to_input_name] = from_expression
         return True
 
     @classmethod
@@ -1257,6 +1323,9 @@ _EXPORTED = [
     "unregister_python_shutdown_callback", "uclass", "uproperty", "Vector2D", "MovieSceneObjectBindingID",
     "DrawToRenderTargetContext", "BlendMode", "MovieSceneSection", "MovieSceneCameraCutSection", "MovieSceneTrack",
     "MovieSceneCameraCutTrack", "MovieSceneSequence", "LevelSequence", "LevelSequenceEditorBlueprintLibrary", "Canvas",
+    "MaterialDomain", "DecalBlendMode", "CustomMaterialOutputType", "MaterialExpressionCustom", "CustomInput",
+    "MaterialExpressionWorldPosition", "MaterialExpressionVectorParameter", "MaterialExpressionScalarParameter",
+    "MaterialExpressionTextureObjectParameter", "MaterialExpressionComponentMask", "DecalComponent", "DecalActor",
 ]
 
 

@@ -94,7 +94,9 @@ def test_the_scan_really_sees_the_plugin(scan):
         "LevelSequenceEditorBlueprintLibrary.get_current_level_sequence", "LevelSequence.find_tracks_by_type",
         "MovieSceneCameraCutSection.get_camera_binding_id", "LevelSequenceEditorBlueprintLibrary.set_current_time",
         "LevelSequenceEditorBlueprintLibrary.get_bound_objects", "Canvas.draw_texture",
-        "RenderingLibrary.begin_draw_canvas_to_render_target",
+        "RenderingLibrary.begin_draw_canvas_to_render_target", "DecalActor.set_decal_material",
+        "DecalComponent.create_dynamic_material_instance", "MaterialInstanceDynamic.set_vector_parameter_value",
+        "MaterialExpressionCustom[code]", "MaterialDomain.MD_DEFERRED_DECAL",
     }
     missing = expected - scan.used
     assert not missing, f"the scan no longer sees: {sorted(missing)}"

@@ -302,7 +302,8 @@ def test_menus(fake_editor):
     sub = main.submenus["ControlBridge"]
     labels = [entry.label for _, entry in sub.entries]
     assert labels == ["Generate from viewport", "Generate from selected CineCamera", "Live mode (toggle)",
-                      "Generate Level Sequence shots", "Render shot range", "Cancel", "Settings..."]
+                      "Generate Level Sequence shots", "Render shot range", "Project result onto level",
+                      "Remove projections", "Cancel", "Settings..."]
     for _, entry in sub.entries:
         kind, _, command = entry.command
         assert kind is ue.ToolMenuStringCommandType.PYTHON

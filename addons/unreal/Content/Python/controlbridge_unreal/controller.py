@@ -63,6 +63,9 @@ class EnginePort:
     def set_sequence_frame(self, frame: int) -> None: ...
     def apply_shot_result(self, run: Any, item: Any, result: Result) -> Any: raise NotImplementedError
     def finish_shots(self, run: Any) -> str: raise NotImplementedError   # the contact sheet; a summary
+    # projection
+    def project_last(self, settings: PluginSettings) -> str: raise NotImplementedError
+    def remove_projections(self) -> int: return 0
     def begin_progress(self, title: str) -> ProgressHandle: raise NotImplementedError
     def show_error(self, message: str) -> None: raise NotImplementedError
     def log(self, message: str) -> None: ...
@@ -161,6 +164,27 @@ class Controller:
         # the worker handles commands in order, so this goes out after the job itself
         self.worker.cancel(job.job_id)
         job.handle.update("Cancelling")
+
+    # ---- projection (game thread) -------------------------------------------------------------
+
+    def project_last(self) -> bool:
+        """Project the newest result onto the level from the camera that captured it."""
+        try:
+            summary = self.engine.project_last(self.get_settings().validated())
+        except UserError as e:
+            self.engine.show_error(str(e))
+            return False
+        except Exception as e:  # noqa: BLE001
+            self.engine.log(traceback.format_exc())
+            self.engine.show_error(f"ControlBridge could not project the result: {type(e).__name__}: {e}")
+            return False
+        self.engine.log(f"ControlBridge: {summary}")
+        return True
+
+    def remove_projections(self) -> int:
+        removed = self.engine.remove_projections()
+        self.engine.log(f"ControlBridge: removed {removed} projection(s)")
+        return removed
 
     # ---- Level Sequence shots (game thread) --------------------------------------------------
 

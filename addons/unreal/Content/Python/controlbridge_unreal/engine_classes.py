@@ -55,6 +55,7 @@ def define(unreal) -> PluginClasses:
         max_depth_cm = unreal.uproperty(float, meta=_meta("max_depth_cm"))
         create_plane = unreal.uproperty(bool, meta=_meta("create_plane"))
         plane_distance_cm = unreal.uproperty(float, meta=_meta("plane_distance_cm"))
+        projection_reach_cm = unreal.uproperty(float, meta=_meta("projection_reach_cm"))
         live_steps = unreal.uproperty(int, meta=_meta("live_steps"))
         live_denoise = unreal.uproperty(float, meta=_meta("live_denoise"))
         live_sampler = unreal.uproperty(str, meta=_meta("live_sampler"))

@@ -25,6 +25,11 @@ def asset_exists(unreal, object_path: str) -> bool:
     return bool(assets.does_asset_exist(object_path))
 
 
+def load_asset(unreal, object_path: str):
+    assets: unreal.EditorAssetSubsystem = unreal.get_editor_subsystem(unreal.EditorAssetSubsystem)
+    return assets.load_asset(object_path)
+
+
 def find_planes(unreal, key_tag: Optional[str] = None) -> List:
     """Our result planes in the level (all, or the one belonging to a camera key tag)."""
     actors: unreal.EditorActorSubsystem = unreal.get_editor_subsystem(unreal.EditorActorSubsystem)

@@ -40,6 +40,11 @@ MENU_ENTRIES: Tuple[Tuple[str, str, str, str, str], ...] = (
     ("Generate", "ControlBridge.ShotRange", "Render shot range",
      "Generate every frame of one camera cut (the one under the playhead, or Settings > Shot Range Cut) as a "
      "numbered image sequence in Saved/ControlBridge/Sequences.", _CMD.format("render_shot_range")),
+    ("Result", "ControlBridge.Project", "Project result onto level",
+     "Project the newest result onto the level's geometry from the camera that captured it (a transient decal; "
+     "not saved with the level).", _CMD.format("project_result")),
+    ("Result", "ControlBridge.RemoveProjections", "Remove projections",
+     "Remove every ControlBridge projection from the level.", _CMD.format("remove_projections")),
     ("Job", "ControlBridge.Cancel", "Cancel", "Cancel the running generation.", _CMD.format("cancel")),
     ("Job", "ControlBridge.Settings", "Settings...", "Server, prompt, sampling and output settings.",
      _CMD.format("open_settings")),

@@ -9,11 +9,11 @@ from __future__ import annotations
 import os
 from typing import Optional
 
-from . import (engine_capture, engine_classes, engine_live, engine_results, engine_sequence, engine_ui, naming,
-               result_plan, settings_model, shots)
+from . import (engine_capture, engine_classes, engine_live, engine_projection, engine_results, engine_sequence,
+               engine_ui, naming, projection, result_plan, settings_model, shots)
 from controlbridge_protocol import ImageAttachment, Result
 
-from .controller import CINE_CAMERA, VIEWPORT, Controller, EnginePort, PendingJob
+from .controller import CINE_CAMERA, VIEWPORT, Controller, EnginePort, PendingJob, UserError
 from .worker import Worker
 
 class EngineAdapter(EnginePort):
@@ -26,12 +26,14 @@ class EngineAdapter(EnginePort):
         self.saved_dir = saved_dir
         self._preview_restore: dict = {}   # plane key tag -> the material its plane had before previews
         self._live_state: dict = {}        # the live plane and its dynamic material, while live mode shows frames
+        self.last_result = None            # (view, width, height, texture object path) of the newest result shown
 
     def resolve_view(self, source, settings):
         return engine_capture.resolve_view(self.unreal, source, settings)
 
     def capture(self, view, width, height, settings):
-        planes = engine_results.find_planes(self.unreal)   # never capture our own result planes
+        # never capture our own result planes or projections: the server would get our last image back
+        planes = engine_results.find_planes(self.unreal) + engine_projection.find_projections(self.unreal)
         return engine_capture.capture(self.unreal, view, width, height, settings, hidden_actors=planes,
                                       temp_dir=self.temp_dir)
 
@@ -45,7 +47,23 @@ class EngineAdapter(EnginePort):
             asset_exists=lambda path: engine_results.asset_exists(self.unreal, path),
         )
         self._preview_restore.pop(naming.plane_key_tag(job.view.key), None)   # the result replaces the preview
-        return engine_results.apply_result(self.unreal, plan, job.view, image.data, self.temp_dir)
+        summary = engine_results.apply_result(self.unreal, plan, job.view, image.data, self.temp_dir)
+        self.last_result = (job.view, job.width, job.height, plan.texture_object_path)
+        return summary
+
+    def project_last(self, settings: settings_model.PluginSettings) -> str:
+        if self.last_result is None:
+            raise UserError("Nothing to project yet: generate an image first (or re-apply one from the history).")
+        view, width, height, texture_path = self.last_result
+        texture = engine_results.load_asset(self.unreal, texture_path)
+        if texture is None:
+            raise UserError(f"The texture {texture_path} no longer exists.")
+        plan = projection.plan_projection(view, width / height, settings.projection_reach_cm)
+        engine_projection.project(self.unreal, plan, texture)
+        return f"{texture_path.split('.')[0]} projected from {view.label} as {plan.label}"
+
+    def remove_projections(self) -> int:
+        return engine_projection.remove_projections(self.unreal)
 
     def show_preview(self, job: PendingJob, image: ImageAttachment) -> bool:
         return engine_results.show_preview(self.unreal, naming.plane_key_tag(job.view.key), image.data,
@@ -203,6 +221,14 @@ def generate_shots() -> None:
 
 def render_shot_range() -> None:
     _require().controller.render_shot_range()
+
+
+def project_result() -> None:
+    _require().controller.project_last()
+
+
+def remove_projections() -> None:
+    _require().controller.remove_projections()
 
 
 def cancel() -> None:

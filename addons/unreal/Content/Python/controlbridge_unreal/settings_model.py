@@ -56,6 +56,8 @@ FIELDS: tuple[Field, ...] = (
           "0 = only the sky (the 16-bit depth target saturates at 65504 cm).", 0.0, 65504.0),
     Field("create_plane", bool, True, "Result", "Show the result on a plane in front of the camera, sized to its view."),
     Field("plane_distance_cm", float, 500.0, "Result", "Distance of the result plane from the camera (cm).", 1.0, 1.0e6),
+    Field("projection_reach_cm", float, 10000.0, "Result", "How far from the camera 'Project result onto level' "
+          "reaches (cm); surfaces beyond are not painted.", 100.0, 1.0e6),
     Field("live_steps", int, 4, "Live", "Denoising steps of a live frame (few: a frame should take well under a "
           "second; the 'lcm' sampler with an LCM model is made for 4).", 1, 50),
     Field("live_denoise", float, 0.6, "Live", "Denoising strength of a live frame.", 0.0, 1.0),
@@ -96,6 +98,7 @@ class PluginSettings:
     max_depth_cm: float = 0.0
     create_plane: bool = True
     plane_distance_cm: float = 500.0
+    projection_reach_cm: float = 10000.0
     live_steps: int = 4
     live_denoise: float = 0.6
     live_sampler: str = "lcm"
