@@ -270,7 +270,9 @@ def _compatible_panels():
     for name in dir(bpy.types):
         cls = getattr(bpy.types, name, None)
         engines = getattr(cls, "COMPAT_ENGINES", None)
-        if isinstance(engines, set) and "BLENDER_WORKBENCH" in engines:
+        # Panels shared by EEVEE and Workbench are engine-neutral (format, frame range, output, colour management);
+        # one engine's own settings panels are not for this engine.
+        if isinstance(engines, set) and {"BLENDER_EEVEE", "BLENDER_WORKBENCH"} <= engines:
             yield cls
 
 

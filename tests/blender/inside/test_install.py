@@ -66,3 +66,17 @@ def test_panel_draws_only_existing_properties(installed, cb):
     assert used <= server | state_fields, used - server - state_fields
     operators = set(re.findall(r'operator\("controlbridge\.(\w+)"', source))
     assert operators and all(hasattr(bpy.ops.controlbridge, op) for op in operators)
+
+
+def test_panels_name_only_existing_icons_and_engine(installed, cb):
+    """A wrong icon name fails only when a panel draws, which headless Blender never does: check them here."""
+    import re
+    source = (installed / "panels.py").read_text()
+    icons = {i.identifier for i in bpy.types.UILayout.bl_rna.functions["prop"].parameters["icon"].enum_items}
+    named = set(re.findall(r'icon="(\w+)"', source))
+    assert len(named) > 10 and named <= icons, named - icons
+    r = bpy.context.scene.render
+    before = r.engine
+    r.engine = "CONTROLBRIDGE"              # a registered engine (the RNA enum lists only built-in ones)
+    r.engine = before
+    assert "CONTROLBRIDGE" in bpy.types.RENDER_PT_format.COMPAT_ENGINES   # Blender's Format panel shows for it
