@@ -90,7 +90,8 @@ def _finish(batch: Batch) -> None:
     if cells:
         saved = [results.job_info(image).get("saved_path", "") for _, image in cells]
         folder = sheet.folder_beside(saved)
-        path = bpy.path.native_pathsep(f"{folder}/controlbridge_sheet_{batch.seed}_{bpy.path.clean_name(batch.scene_name)}.png")
+        name = f"controlbridge_sheet_{batch.seed}_{bpy.path.clean_name(batch.scene_name)}.png"
+        path = bpy.path.native_pathsep(f"{folder}/{name}")
         image = sheet.build(cells, path, SHEET_IMAGE)
         batch.sheet_path, batch.sheet_image = path, image.name
         sheet.show_in_image_editor(image)

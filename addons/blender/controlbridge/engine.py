@@ -20,8 +20,8 @@ import bpy
 import numpy as np
 
 from . import capture, jobs, preferences, results
-from .vendor.controlbridge_protocol import (Accepted, Cancelled, Client, ControlBridgeError, Disconnected, ImageAttachment,
-                                            JobError, Progress, Result)
+from .vendor.controlbridge_protocol import (Accepted, Cancelled, Client, ControlBridgeError, Disconnected,
+                                            ImageAttachment, JobError, Progress, Result)
 
 ENGINE_ID = "CONTROLBRIDGE"
 CONNECT_TIMEOUT = 5.0
@@ -103,8 +103,9 @@ def _render_frame(engine, scene, view_layer_name: str) -> Frame:
         engine.update_stats("ControlBridge", f"Frame {number}: capturing ({p.capture_engine}) ...")
         images, _meta = _on_main(engine, lambda: _capture_copy(scene, view_layer_name, capture.options_from_props(p)))
         previous = _state.last(scene.name)
-        chained = bool(p.render_chain and previous is not None and previous.frame == number - 1
-                       and (previous.width, previous.height) == (width, height) and previous.png)
+        # Chaining is for animations: the previous frame of this sequence, at this size.
+        chained = bool(p.render_chain and engine.is_animation and previous is not None
+                       and previous.frame == number - 1 and (previous.width, previous.height) == (width, height))
         if chained:   # img2img from the previous frame's result; depth (and normals) are this frame's own
             images = [ImageAttachment.encoded("color", "png", width, height, previous.png)] + \
                      [a for a in images if a.name != "color"]

@@ -1,6 +1,5 @@
 """Every capture engine at 512x512 in headless Blender (EEVEE and Workbench through Mesa EGL), depth included;
 what the artist sees with a transparent film is what is sent; helpers stay out of captures and F12 renders."""
-import statistics
 import time
 
 import bpy

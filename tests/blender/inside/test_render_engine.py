@@ -97,6 +97,10 @@ def test_ctrl_f12_renders_an_animation_with_one_seed_chained(cb, engine_scene, t
     for path, frame in zip(written, frames):
         assert_same_pixels(file_pixels(path), file_pixels(frame.saved_path))
 
+    scene.frame_set(4)                                             # F12 of the next frame: a still, not chained
+    assert bpy.ops.render.render() == {"FINISHED"}
+    assert est.last(scene.name).frame == 4 and not est.last(scene.name).chained
+
 
 def test_f12_with_the_server_down_captures_nothing(cb, engine_scene, use_server):
     url = env_or_skip("CONTROLBRIDGE_TEST_DOWN_URL")
