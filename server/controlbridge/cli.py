@@ -100,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "each frame size is recorded once, at the live session's warm-up; CUDA only")
     s.add_argument("--log-json", action="store_true",
                    help="log one JSON object per line (start-up, connections, jobs, shutdown) for machines")
+    s.add_argument("--ray", metavar="auto|ADDRESS",
+                   help="workers as Ray actors (pip install controlbridge[cluster]): auto starts a local Ray with "
+                        "one worker per GPU; ADDRESS (e.g. 10.0.0.5:6379) joins a cluster started with `ray start`")
+    s.add_argument("--workers", type=int, help="with --ray: this many workers (required where there is no GPU)")
 
     g = sub.add_parser("generate", help="send one job to a running server and save the result",
                        formatter_class=_ShowDefaults,
@@ -195,6 +199,7 @@ def cmd_serve(args) -> int:
                           allowed_origins=list(args.allow_origin), compile=args.compile,
                           cuda_graphs=args.cuda_graphs,
                           models_dir=args.models_dir, memory_budget_gb=args.memory_budget_gb,
+                          ray=args.ray, workers=args.workers,
                           model=ModelSpec(model=args.model, controlnets=dict(args.controlnet), taesd=args.taesd,
                                           device=args.device, dtype=args.dtype))
     if args.output_dir:
@@ -228,7 +233,7 @@ def cmd_status(args) -> int:
         pong = client.status()
     if args.json:
         print(json.dumps({"queued": pong.queued, "running": pong.running, "your_jobs": pong.your_jobs,
-                          "models": pong.models}, indent=2))
+                          "models": pong.models, "workers": pong.workers}, indent=2))
     else:
         print(format_status(pong, args.url))
     return 0

@@ -69,4 +69,10 @@ def format_status(pong, url: str) -> str:
         lines.append(f"  {model['name']} ({model.get('family') or 'family unknown'})")
         lines += ["  " + line for line in _table([[name, part.get("dtype", "?"), part.get("device", "?")]
                                                   for name, part in sorted(model.get("components", {}).items())])]
+    if pong.workers:      # a cluster (serve --ray)
+        lines.append("Workers:")
+        lines += ["  " + line for line in _table([[w["name"], w.get("node", ""), w.get("device", ""),
+                                                   w["state"] + (f" ({w['job']})" if w.get("job") else ""),
+                                                   f"{w.get('jobs_done', 0)} done", ", ".join(w.get("models", []))]
+                                                  for w in pong.workers])]
     return "\n".join(lines)

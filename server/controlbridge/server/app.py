@@ -11,6 +11,7 @@ import signal
 import socket
 import threading
 import time
+from dataclasses import replace
 from typing import Callable, Optional
 
 from websockets.asyncio.server import serve
@@ -39,24 +40,21 @@ class ControlBridgeServer:
         self.log = log
         if model is None:
             check_port_free(config.host, config.port)   # before minutes of model loading
-            model = load_model(config.model, log)
-            if model.device != "cpu" or config.accelerate or config.cuda_graphs:
-                accelerate(model, config.compile, log, config.cuda_graphs)
-            if model.device != "cpu":
-                warm_up(model, log)
-        if config.models_dir is not None and not config.models_dir.is_dir():
-            raise ValueError(f"--models-dir {config.models_dir} is not a folder")
-        own = own_models_dir()   # the server's own folder is optional: not having one is no problem
-        library = scan(default_roots(config.models_dir, own if own.is_dir() else None))
-        for problem in library.problems:
-            log(f"Model library: skipped {problem.path}: {problem.reason}")
-        budget = config.memory_budget_gb * 2**30 if config.memory_budget_gb else default_budget(model.device)
-        self.models = ModelManager(model, config.model, library, budget)
+            if config.ray:    # the workers own the devices: the front end's copy only names and checks
+                config = replace(config, model=replace(config.model, device="cpu"))
+        self.models = load_models(config, model, log)
+        model = self.models.get(None, log)
         self.scheduler = FairScheduler()
         self.offer = ServerOffer(self.models, config.limits, fast_decode=model.taesd is not None)
         self.history = History(config.output_dir)   # indexes results already in the folder, before we listen
         self.transport = WebsocketTransport(config, self.scheduler, self.offer, self.welcome, self.history)
-        self.worker = DeviceWorker(self.models, self.scheduler, config.output_dir, self.transport.emit, self.history)
+        if config.ray:    # workers as Ray actors (controlbridge[cluster]); the rest of the server is the same
+            from ..cluster import ClusterWorker
+            self.worker = ClusterWorker(self.config, self.models, self.scheduler, self.transport.emit, self.history, log)
+            self.transport.workers = self.worker.describe_workers
+        else:
+            self.worker = DeviceWorker(self.models, self.scheduler, config.output_dir, self.transport.emit,
+                                       self.history)
         self.port: Optional[int] = None
 
     def welcome(self) -> Welcome:
@@ -120,6 +118,25 @@ class ControlBridgeServer:
         await self.transport.flush_and_close(10, "server shutting down")
         self.log(f"ControlBridge stopped after {time.monotonic() - start:.1f} s "
                  f"({'forced' if forced else 'running job finished'}; {ended} queued job(s) ended).")
+
+
+def load_models(config: ServerConfig, model: Optional[LoadedModel] = None,
+                log: Callable[[str], None] = print) -> ModelManager:
+    """The default model (loaded, sped up and warmed up on a GPU, unless given) and the model library."""
+    if model is None:
+        model = load_model(config.model, log)
+        if model.device != "cpu" or config.accelerate or config.cuda_graphs:
+            accelerate(model, config.compile, log, config.cuda_graphs)
+        if model.device != "cpu":
+            warm_up(model, log)
+    if config.models_dir is not None and not config.models_dir.is_dir():
+        raise ValueError(f"--models-dir {config.models_dir} is not a folder")
+    own = own_models_dir()   # the server's own folder is optional: not having one is no problem
+    library = scan(default_roots(config.models_dir, own if own.is_dir() else None))
+    for problem in library.problems:
+        log(f"Model library: skipped {problem.path}: {problem.reason}")
+    budget = config.memory_budget_gb * 2**30 if config.memory_budget_gb else default_budget(model.device)
+    return ModelManager(model, config.model, library, budget)
 
 
 async def _listen(*args, **kwargs):

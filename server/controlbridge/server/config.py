@@ -47,12 +47,16 @@ class ServerConfig:
     compile: bool = False         # torch.compile the UNet and ControlNets
     cuda_graphs: bool = False     # ... with CUDA graphs (compile mode reduce-overhead); CUDA devices only
     shutdown_grace_s: float = 300.0   # on SIGTERM/SIGINT the running job may finish within this
+    ray: Optional[str] = None     # "auto" (a local Ray) or a cluster's address: workers as Ray actors
+    workers: Optional[int] = None  # how many (default: one per GPU of the cluster)
 
     def check(self) -> None:
         """Refuse unsafe setups before anything listens."""
         if not self.token and not is_loopback(self.host):
             raise ValueError(f"listening on {self.host} exposes the GPU to the network: "
                              f"set a token with --token (or CONTROLBRIDGE_TOKEN)")
+        if self.workers is not None and (self.ray is None or self.workers < 1):
+            raise ValueError("--workers needs --ray and at least 1")
         check_output_dir(Path(self.output_dir))
 
 

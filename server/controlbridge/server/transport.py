@@ -78,6 +78,7 @@ class WebsocketTransport:
         self.budget = InputBudget(config.limits.max_queued_input_bytes)
         self.shutting_down = False
         self.peak_outbox_bytes = 0       # the most any one client had waiting (for tests and the soak)
+        self.workers: Callable[[], list] = list   # a cluster's workers, for `status` (none on one device)
 
     # ---- before the websocket opens -----------------------------------------------------------
 
@@ -257,7 +258,8 @@ class WebsocketTransport:
         elif isinstance(item, Cancel):
             self._cancel(conn, item)
         elif isinstance(item, Ping):
-            self._send(conn, Pong(**self.scheduler.snapshot(conn.id), models=self.offer.models.describe_loaded()))
+            self._send(conn, Pong(**self.scheduler.snapshot(conn.id), models=self.offer.models.describe_loaded(),
+                                  workers=self.workers()))
         elif isinstance(item, HistoryRequest):
             self._history_page(conn, item)
         elif isinstance(item, HistoryGet):
