@@ -10,8 +10,10 @@ the panel's capture engine, then send and wait, reporting progress and previews 
 
 Threads: in background mode (command-line and the tests) Blender calls render() on the main thread, and a
 render blocks it by nature. In the UI, render() runs on the render job's thread: the capture and the decoding
-of the result (bpy data) are handed to the main thread through a timer, and only the network waits here.
+of the result (bpy data) are handed to the main thread (a task queue that a main-thread timer empties), and
+only the network waits here.
 """
+import queue
 import threading
 from dataclasses import dataclass, field
 from typing import Optional
@@ -26,6 +28,7 @@ from .vendor.controlbridge_protocol import (Accepted, Cancelled, Client, Control
 ENGINE_ID = "CONTROLBRIDGE"
 CONNECT_TIMEOUT = 5.0
 CAPTURE_SCENE_PREFIX = "ControlBridge capture of "
+PUMP_INTERVAL = 0.05
 
 
 class RenderFailed(Exception):
@@ -183,9 +186,12 @@ def _show_preview(engine, preview, width, height) -> None:
 
 # ---- main thread -----------------------------------------------------------------------------------------------
 
+_main_tasks: "queue.Queue" = queue.Queue()   # (fn, done event, result box) from render threads
+
+
 def _on_main(engine, fn):
-    """fn() on the main thread: directly when this is the main thread (background mode), else through a timer while
-    this render thread waits (Esc still cancels). Exceptions come back as RenderFailed."""
+    """fn() on the main thread: directly when this is the main thread (background mode), else through the main
+    thread's task pump while this render thread waits (Esc still cancels). Exceptions come back as RenderFailed."""
     if threading.current_thread() is threading.main_thread():
         try:
             return fn()
@@ -194,21 +200,31 @@ def _on_main(engine, fn):
         except Exception as exc:  # noqa: BLE001 - the capture's and Blender's own errors, as one line
             raise RenderFailed(_one_line(exc)) from None
     done, box = threading.Event(), {}
-
-    def run():
-        try:
-            box["value"] = fn()
-        except Exception as exc:  # noqa: BLE001
-            box["error"] = exc
-        done.set()
-        return None
-    bpy.app.timers.register(run)
+    _main_tasks.put((fn, done, box))
     while not done.wait(0.05):
         if engine.test_break():
+            box["abandoned"] = True   # the pump skips it if it has not started
             raise RenderFailed("Cancelled")
     if "error" in box:
         raise RenderFailed(_one_line(box["error"]))
     return box["value"]
+
+
+def _pump_main_tasks():
+    """A timer on the main thread (registered with the engine, UI only): runs what render threads hand over. Timers
+    are registered here, on the main thread, never from a render thread."""
+    while True:
+        try:
+            fn, done, box = _main_tasks.get_nowait()
+        except queue.Empty:
+            return PUMP_INTERVAL
+        if box.get("abandoned"):
+            continue
+        try:
+            box["value"] = fn()
+        except Exception as exc:  # noqa: BLE001 - handed back to the render thread
+            box["error"] = exc
+        done.set()
 
 
 def _capture_copy(scene, view_layer_name: str, options):
@@ -281,9 +297,13 @@ def register():
     bpy.utils.register_class(ControlBridgeRenderEngine)
     for panel in _compatible_panels():
         panel.COMPAT_ENGINES.add(ENGINE_ID)
+    if not bpy.app.background and not bpy.app.timers.is_registered(_pump_main_tasks):
+        bpy.app.timers.register(_pump_main_tasks, first_interval=PUMP_INTERVAL, persistent=True)
 
 
 def unregister():
+    if bpy.app.timers.is_registered(_pump_main_tasks):
+        bpy.app.timers.unregister(_pump_main_tasks)
     for panel in _compatible_panels():
         panel.COMPAT_ENGINES.discard(ENGINE_ID)
     bpy.utils.unregister_class(ControlBridgeRenderEngine)

@@ -117,3 +117,43 @@ def test_f12_with_the_server_down_captures_nothing(cb, engine_scene, use_server)
     error = cb.engine.state().error
     assert url in error and "cannot reach" in error
     assert not raised or "cannot reach" in raised
+
+
+def test_a_render_thread_hands_the_capture_to_the_main_thread(cb, engine_scene):
+    """In the UI, render() runs on the render job's thread: the capture (Blender data) is made on the main thread by
+    its task pump (a timer there; pumped by hand here, as the timers never fire headless)."""
+    import threading
+    from types import SimpleNamespace
+    scene = engine_scene
+    options = cb.capture.options_from_props(scene.controlbridge)
+    running = SimpleNamespace(test_break=lambda: False)   # the render job's Esc flag: not pressed
+    out = {}
+
+    def render_thread():
+        try:
+            out["images"], out["meta"] = cb.engine._on_main(
+                running, lambda: cb.engine._capture_copy(scene, "ViewLayer", options))
+            out["off_main"] = threading.main_thread() is not threading.current_thread()
+        except Exception as exc:  # noqa: BLE001 - shown by the assertion below
+            out["error"] = exc
+
+    thread = threading.Thread(target=render_thread)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while thread.is_alive() and time.monotonic() < deadline:
+        assert cb.engine._pump_main_tasks() == cb.engine.PUMP_INTERVAL
+        time.sleep(0.01)
+    thread.join(1)
+    assert "error" not in out, out.get("error")
+    assert out["off_main"] and {a.name for a in out["images"]} == {"color", "depth"}
+    assert out["meta"]["camera"] == "Camera"
+    assert not any(s.name.startswith(cb.engine.CAPTURE_SCENE_PREFIX) for s in bpy.data.scenes)
+
+    pressed = SimpleNamespace(test_break=lambda: True)    # Esc while waiting: the task is dropped, not run
+    ran = []
+    thread = threading.Thread(target=lambda: out.update(
+        cancelled=pytest.raises(cb.engine.RenderFailed, cb.engine._on_main, pressed, lambda: ran.append(1))))
+    thread.start()
+    thread.join(5)
+    cb.engine._pump_main_tasks()
+    assert not ran and "Cancelled" in str(out["cancelled"].value)
