@@ -44,7 +44,7 @@ class Frame:
     seed: int
     saved_path: str
     chained: bool              # started from the previous frame's result
-    png: bytes = field(repr=False, default=b"")
+    png: bytes = field(repr=False, default=b"")   # the result file, kept for the newest frame only
     width: int = 0
     height: int = 0
 
@@ -108,7 +108,8 @@ def _render_frame(engine, scene, view_layer_name: str) -> Frame:
         previous = _state.last(scene.name)
         # Chaining is for animations: the previous frame of this sequence, at this size.
         chained = bool(p.render_chain and engine.is_animation and previous is not None
-                       and previous.frame == number - 1 and (previous.width, previous.height) == (width, height))
+                       and previous.frame == number - 1 and (previous.width, previous.height) == (width, height)
+                       and previous.png)
         if chained:   # img2img from the previous frame's result; depth (and normals) are this frame's own
             images = [ImageAttachment.encoded("color", "png", width, height, previous.png)] + \
                      [a for a in images if a.name != "color"]
@@ -122,6 +123,8 @@ def _render_frame(engine, scene, view_layer_name: str) -> Frame:
     engine.end_result(out)
     frame = Frame(scene=scene.name, frame=number, job_id=result.job_id, seed=int(result.seed),
                   saved_path=result.saved_path, chained=chained, png=result.image.data, width=width, height=height)
+    for older in _state.frames:
+        older.png = b""   # only the newest frame can be chained from: do not hold every frame's file
     _state.frames = (_state.frames + [frame])[-KEEP_FRAMES:]
     return frame
 

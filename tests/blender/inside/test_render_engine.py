@@ -90,7 +90,7 @@ def test_ctrl_f12_renders_an_animation_with_one_seed_chained(cb, engine_scene, t
     # Frames 2 and 3 started from the previous frame's result: the server kept the colour input as it was sent.
     for before, after in zip(frames, frames[1:]):
         inputs = Path(after.saved_path).with_suffix(".inputs")
-        assert (inputs / "color.png").read_bytes() == before.png
+        assert (inputs / "color.png").read_bytes() == Path(before.saved_path).read_bytes()
         assert (inputs / "depth.exr").is_file()                    # each frame's own depth
     written = sorted(tmp_path.glob("anim_*.png"))
     assert [p.name for p in written] == ["anim_0001.png", "anim_0002.png", "anim_0003.png"]
