@@ -14,7 +14,11 @@ import numpy as np
 
 SHEET_PROP = "controlbridge_sheet"    # on a sheet image: its cells (label, image, x, y, width, height), JSON
 MARGIN = 8
-LABEL_HEIGHT = 24
+LABEL_HEIGHT = 24                      # at least; a twentieth of the cell height on large shots
+
+
+def label_height(cell_h: int) -> int:
+    return max(LABEL_HEIGHT, cell_h // 20)
 BACKGROUND = (0.12, 0.12, 0.12, 1.0)   # display space
 
 
@@ -35,20 +39,21 @@ def build(cells, path: str, name: str, columns: int = 0):
     cell_w = max(image.size[0] for _, image in cells)
     cell_h = max(image.size[1] for _, image in cells)
     width = columns * cell_w + (columns + 1) * MARGIN
-    height = rows * (cell_h + LABEL_HEIGHT) + (rows + 1) * MARGIN
+    label_h = label_height(cell_h)
+    height = rows * (cell_h + label_h) + (rows + 1) * MARGIN
     sheet = np.empty((height, width, 4), np.float32)
     sheet[:] = BACKGROUND
     layout = []
     for i, (label, image) in enumerate(cells):
         row, col = divmod(i, columns)
         x = MARGIN + col * (cell_w + MARGIN)
-        y = MARGIN + row * (cell_h + LABEL_HEIGHT + MARGIN)          # from the top
+        y = MARGIN + row * (cell_h + label_h + MARGIN)               # from the top
         px = _pixels_top_first(image)
         h, w = px.shape[:2]
         sheet[y:y + h, x:x + w] = px
         sheet[y:y + h, x:x + w, 3] = 1.0
         layout.append({"label": label, "image": image.name, "x": x, "y": y, "width": w, "height": h,
-                       "label_y": y + cell_h})
+                       "label_y": y + cell_h, "label_height": label_h})
     _write_png(sheet, path)
     _draw_labels(path, layout, height)
     old = bpy.data.images.get(name)
@@ -79,10 +84,11 @@ def _draw_labels(path: str, layout, height: int) -> None:
     try:
         font = 0
         with blf.bind_imbuf(font, buf):
-            blf.size(font, 15)
             blf.color(font, 1.0, 1.0, 1.0, 1.0)
             for cell in layout:
-                baseline = height - (cell["label_y"] + LABEL_HEIGHT - 6)   # ImBuf rows count from the bottom
+                blf.size(font, round(cell["label_height"] * 0.62))
+                # ImBuf rows count from the bottom; the baseline a quarter of the strip above its bottom
+                baseline = height - (cell["label_y"] + cell["label_height"] * 3 // 4)
                 blf.position(font, cell["x"] + 2, baseline, 0)
                 blf.draw_buffer(font, _fit(blf, font, cell["label"], cell["width"] - 4))
         imbuf.write(buf, filepath=path)

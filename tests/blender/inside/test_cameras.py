@@ -42,7 +42,7 @@ def assert_labelled_cells(cb, sheet_image, expected):
         assert cell["label"].startswith(label)
         x, y, w, h = cell["x"], cell["y"], cell["width"], cell["height"]
         assert np.abs(px[y:y + h, x:x + w, :3] - top_first(image)[..., :3]).max() <= 1.5 / 255
-        strip = px[cell["label_y"]:cell["label_y"] + cb.sheet.LABEL_HEIGHT, x:x + w, :3]
+        strip = px[cell["label_y"]:cell["label_y"] + cell["label_height"], x:x + w, :3]
         assert (strip.min(axis=-1) > 0.7).sum() > 20, "no label text drawn"
     return cells
 
@@ -73,7 +73,7 @@ def test_every_camera_gets_a_result_and_a_contact_sheet(cb, shots, wait_idle):
     assert os.path.isfile(batch.sheet_path)
     sheet_image = bpy.data.images[cb.cameras.SHEET_IMAGE]
     assert bpy.path.abspath(sheet_image.filepath) == batch.sheet_path
-    m, lh = cb.sheet.MARGIN, cb.sheet.LABEL_HEIGHT
+    m, lh = cb.sheet.MARGIN, cb.sheet.label_height(64)
     assert tuple(sheet_image.size) == (2 * 96 + 3 * m, 2 * (64 + lh) + 3 * m)
     assert_labelled_cells(cb, sheet_image, [(name, image) for name, image in zip(batch.cameras, images)])
     assert "3/3 cameras" in st.line and batch.sheet_path in st.line
