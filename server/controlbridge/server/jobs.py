@@ -23,6 +23,7 @@ from ..engine.samplers import SAMPLERS, step_limit
 from ..engine.stream_batch import stream_batch_problem
 from ..imaging.codecs import decode_control_map, decode_rgb, decode_scalar
 from ..imaging.estimators import ESTIMATORS, unavailable_reason
+from ..imaging.normals import camera_normals_to_bae
 from .config import Limits
 
 ATTACHMENT_NAMES = ("color", "depth", "canny", "normal")
@@ -208,6 +209,8 @@ def prepare_job(msg: Generate, client_id: str, offer: ServerOffer, live: bool = 
             continue
         if name == "depth" and att.is_scalar:   # raw_f32 or exr: raw depth, normalized on the worker
             inputs.depth_raw, inputs.depth_far = decode_scalar(att), att.far
+        elif name == "normal":   # the DCC's camera-space normals, in the colours normal ControlNets know
+            inputs.control_maps[name] = camera_normals_to_bae(decode_control_map(att))
         else:
             inputs.control_maps[name] = decode_control_map(att)
 

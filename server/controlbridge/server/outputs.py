@@ -2,6 +2,7 @@
 
 Layout, one job:  <output_dir>/<prefix>_<date>-<time>_<seed>_<job>.png        the result
                   <output_dir>/<same stem>.inputs/color.png|.jpg|.webp|.npy ... the inputs as received
+                  <output_dir>/<same stem>.inputs/control-<name>.png       what each ControlNet saw
 The inputs folder is written first and the result PNG last (atomically), so a PNG that exists is complete,
 and both are on disk before the result is announced. Nothing a client sends becomes a path.
 """
@@ -60,6 +61,11 @@ def save_job(output_dir: Path, job_id: str, settings: JobSettings, model, out, a
         inputs[name] = {"file": f"{inputs_dir.name}/{path.name}", "encoding": att.encoding,
                         "width": att.width, "height": att.height, "far": att.far}
     metadata = job_metadata(job_id, settings, model, out, inputs, model_path)
+    # What each ControlNet saw (working size), as ComfyUI shows a preprocessor's output: for checking, not re-runs.
+    for name, pixels in out.control_images.items():
+        path = _inside(inputs_dir, inputs_dir / f"control-{safe_prefix(name)}.png")
+        _write_atomic(path, encode_image(pixels, "png"))
+        metadata.setdefault("controls", {})[name] = f"{inputs_dir.name}/{path.name}"
     _write_atomic(result_path, _png(out.image, settings, metadata))
     return SavedJob(result_path, metadata)
 
