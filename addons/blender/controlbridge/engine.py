@@ -44,6 +44,7 @@ class Frame:
     seed: int
     saved_path: str
     chained: bool              # started from the previous frame's result
+    camera: str = ""           # the camera captured (markers can switch it during an animation)
     png: bytes = field(repr=False, default=b"")   # the result file, kept for the newest frame only
     width: int = 0
     height: int = 0
@@ -104,12 +105,13 @@ def _render_frame(engine, scene, view_layer_name: str) -> Frame:
         if engine.test_break():
             raise RenderFailed("Cancelled")
         engine.update_stats("ControlBridge", f"Frame {number}: capturing ({p.capture_engine}) ...")
-        images, _meta = _on_main(engine, lambda: _capture_copy(scene, view_layer_name, capture.options_from_props(p)))
+        images, meta = _on_main(engine, lambda: _capture_copy(scene, view_layer_name, capture.options_from_props(p)))
         previous = _state.last(scene.name)
-        # Chaining is for animations: the previous frame of this sequence, at this size.
+        # Chaining is for animations: the previous frame of this sequence, at this size, from the same camera (a
+        # cut to another camera, by a timeline marker, starts afresh).
         chained = bool(p.render_chain and engine.is_animation and previous is not None
                        and previous.frame == number - 1 and (previous.width, previous.height) == (width, height)
-                       and previous.png)
+                       and previous.camera == meta.get("camera") and previous.png)
         if chained:   # img2img from the previous frame's result; depth (and normals) are this frame's own
             images = [ImageAttachment.encoded("color", "png", width, height, previous.png)] + \
                      [a for a in images if a.name != "color"]
@@ -122,7 +124,8 @@ def _render_frame(engine, scene, view_layer_name: str) -> Frame:
     out.layers[0].passes["Combined"].rect = pixels
     engine.end_result(out)
     frame = Frame(scene=scene.name, frame=number, job_id=result.job_id, seed=int(result.seed),
-                  saved_path=result.saved_path, chained=chained, png=result.image.data, width=width, height=height)
+                  saved_path=result.saved_path, chained=chained, camera=meta.get("camera", ""), png=result.image.data,
+                  width=width, height=height)
     for older in _state.frames:
         older.png = b""   # only the newest frame can be chained from: do not hold every frame's file
     _state.frames = (_state.frames + [frame])[-KEEP_FRAMES:]

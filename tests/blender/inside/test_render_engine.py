@@ -77,6 +77,11 @@ def test_ctrl_f12_renders_an_animation_with_one_seed_chained(cb, engine_scene, t
     cube.location.x = 0.5
     cube.keyframe_insert("location", frame=3)
     scene.render.filepath = str(tmp_path / "anim_####")
+    side = bpy.data.objects.new("Side", bpy.data.cameras.new("Side"))   # the shot cuts to it at frame 3
+    side.location = (0.5, 0.0, 0.0)
+    scene.collection.objects.link(side)
+    scene.timeline_markers.new("A", frame=1).camera = scene.camera
+    scene.timeline_markers.new("B", frame=3).camera = side
 
     assert bpy.ops.render.render(animation=True) == {"FINISHED"}
 
@@ -85,13 +90,14 @@ def test_ctrl_f12_renders_an_animation_with_one_seed_chained(cb, engine_scene, t
     frames = [f for f in est.frames if f.scene == scene.name][-3:]
     assert [f.frame for f in frames] == [1, 2, 3]
     assert {f.seed for f in frames} == {1234}                      # one seed for the shot
-    assert [f.chained for f in frames] == [False, True, True]
+    assert [f.camera for f in frames] == ["Camera", "Camera", "Side"]   # marker-bound cameras are followed
+    assert [f.chained for f in frames] == [False, True, False]          # ... and a cut starts afresh
     assert len({f.job_id for f in frames}) == 3
-    # Frames 2 and 3 started from the previous frame's result: the server kept the colour input as it was sent.
-    for before, after in zip(frames, frames[1:]):
-        inputs = Path(after.saved_path).with_suffix(".inputs")
-        assert (inputs / "color.png").read_bytes() == Path(before.saved_path).read_bytes()
-        assert (inputs / "depth.exr").is_file()                    # each frame's own depth
+    # Frame 2 started from frame 1's result: the server kept the colour input as it was sent.
+    inputs = [Path(f.saved_path).with_suffix(".inputs") for f in frames]
+    assert (inputs[1] / "color.png").read_bytes() == Path(frames[0].saved_path).read_bytes()
+    assert (inputs[2] / "color.png").read_bytes() != Path(frames[1].saved_path).read_bytes()
+    assert all((i / "depth.exr").is_file() for i in inputs)             # each frame's own depth
     written = sorted(tmp_path.glob("anim_*.png"))
     assert [p.name for p in written] == ["anim_0001.png", "anim_0002.png", "anim_0003.png"]
     for path, frame in zip(written, frames):
