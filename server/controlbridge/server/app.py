@@ -109,7 +109,8 @@ class ControlBridgeServer:
         while not finished.done():
             if force.is_set() and not forced:
                 forced = True
-                self.log("Stopping at once: the running job is cancelled")
+                if self.scheduler.busy():     # say it only when there is a job to cancel (the demo has none)
+                    self.log("Stopping at once: the running job is cancelled")
                 for client_id in list(self.transport.connections):
                     self.scheduler.cancel(client_id)
             await asyncio.sleep(0.05)

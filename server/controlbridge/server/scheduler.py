@@ -146,6 +146,11 @@ class FairScheduler:
             self._between = job
             return job
 
+    def busy(self) -> bool:
+        """Whether a worker is running a job (or a live frame between its steps) now."""
+        with self._cond:
+            return bool(self._active or self._between)
+
     def finish(self, job: Job) -> None:
         with self._cond:
             if job in self._active:
