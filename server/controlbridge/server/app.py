@@ -101,15 +101,18 @@ class ControlBridgeServer:
         ended = self.transport.end_queued_jobs("the server is shutting down: this queued job will not run "
                                                "(submit it again when the server is back)")
         grace = self.config.shutdown_grace_s
-        self.log(f"Shutting down: {ended} queued job(s) ended; the running job may finish (up to {grace:g} s; "
-                 f"signal again to stop at once)")
+        was_running = self.scheduler.busy()
+        self.log(f"Shutting down: {ended} queued job(s) ended; " + (
+            f"the running job may finish (up to {grace:g} s; signal again to stop at once)" if was_running else
+            "nothing was running"))
         self.scheduler.close()                   # the worker finishes its job, then takes no other
         finished = asyncio.ensure_future(asyncio.to_thread(self.worker.join, grace))
-        forced = False
+        forced = cancelled = False
         while not finished.done():
             if force.is_set() and not forced:
                 forced = True
-                if self.scheduler.busy():     # say it only when there is a job to cancel (the demo has none)
+                if self.scheduler.busy():     # said only when there is a job to cancel (the demo has none)
+                    cancelled = True
                     self.log("Stopping at once: the running job is cancelled")
                 for client_id in list(self.transport.connections):
                     self.scheduler.cancel(client_id)
@@ -118,7 +121,8 @@ class ControlBridgeServer:
             self.log(f"The running job did not finish within {grace:g} s; stopping without it")
         await self.transport.flush_and_close(10, "server shutting down")
         self.log(f"ControlBridge stopped after {time.monotonic() - start:.1f} s "
-                 f"({'forced' if forced else 'running job finished'}; {ended} queued job(s) ended).")
+                 f"({'running job cancelled' if cancelled else 'running job finished' if was_running else 'idle'}; "
+                 f"{ended} queued job(s) ended).")
 
 
 def load_models(config: ServerConfig, model: Optional[LoadedModel] = None,
