@@ -259,6 +259,13 @@ class RENDER_PT_controlbridge(bpy.types.Panel):
         elif p.capture_engine == "CYCLES":
             layout.prop(p, "final_samples")
         layout.prop(p, "render_chain")
+        vs = context.scene.view_settings
+        if vs.view_transform != "Standard" or vs.look != "None" or vs.exposure != 0.0 or vs.gamma != 1.0:
+            # The server's image is display-ready: any other view transform would grade it a second time.
+            box = layout.box()
+            box.label(text="Colour Management > View Transform: Standard", icon="INFO")
+            box.label(text="shows and saves the server's pixels exactly")
+            box.prop(vs, "view_transform")
         est = engine.state()
         if est.line:
             layout.label(text=est.line, icon="ERROR" if est.error else "INFO")
