@@ -19,6 +19,9 @@ KNOWN_PLAIN_RECEIVERS = {
     ("engine_ui.py", "settings_object"): "instance of our own Python-defined ControlBridgeSettings class; its "
                                          "properties are checked against settings_model.FIELDS by "
                                          "test_engine_layer.test_settings_class_matches_the_field_list",
+    ("engine_ui.py", "history_object"): "instance of our own Python-defined ControlBridgeHistory class; its "
+                                        "properties are checked against engine_classes.HISTORY_PROPERTIES by "
+                                        "test_history.test_the_history_picker_class_has_what_the_picker_sets",
 }
 
 # Engine plugins the plugin may rely on: its own dependency plus those listed in ControlBridge.uplugin.

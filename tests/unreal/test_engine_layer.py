@@ -303,7 +303,7 @@ def test_menus(fake_editor):
     labels = [entry.label for _, entry in sub.entries]
     assert labels == ["Generate from viewport", "Generate from selected CineCamera", "Live mode (toggle)",
                       "Generate Level Sequence shots", "Render shot range", "Project result onto level",
-                      "Remove projections", "Cancel", "Settings..."]
+                      "Remove projections", "History...", "Cancel", "Settings..."]
     for _, entry in sub.entries:
         kind, _, command = entry.command
         assert kind is ue.ToolMenuStringCommandType.PYTHON

@@ -14,11 +14,12 @@ from typing import Any, Callable, Optional
 
 from controlbridge_protocol import Accepted, Cancelled, Disconnected, JobError, LiveResult, LiveSkipped, Progress, Result
 
-from . import jobs, live, shots
+from . import history, jobs, live, shots
 from .buffers import CaptureProblem
 from .camera_math import CameraView
 from .settings_model import PluginSettings
-from .worker import CancelFailed, LiveFailed, LiveSent, SubmitFailed, Submitted
+from .worker import (CancelFailed, HistoryFailed, HistoryImage, HistoryLoaded, LiveFailed, LiveSent, SubmitFailed,
+                     Submitted)
 
 VIEWPORT = "viewport"
 CINE_CAMERA = "cine_camera"
@@ -63,6 +64,11 @@ class EnginePort:
     def set_sequence_frame(self, frame: int) -> None: ...
     def apply_shot_result(self, run: Any, item: Any, result: Result) -> Any: raise NotImplementedError
     def finish_shots(self, run: Any) -> str: raise NotImplementedError   # the contact sheet; a summary
+    # history
+    def history_view(self, camera_label: str, settings: PluginSettings) -> CameraView: raise NotImplementedError
+    def choose_history(self, listing: str) -> Optional[history.HistoryChoice]: raise NotImplementedError
+    def apply_history(self, item: Any, choice: history.HistoryChoice, settings: PluginSettings) -> str:
+        raise NotImplementedError
     # projection
     def project_last(self, settings: PluginSettings) -> str: raise NotImplementedError
     def remove_projections(self) -> int: return 0
@@ -116,20 +122,26 @@ class Controller:
 
     # ---- menu actions (game thread) ---------------------------------------------------------
 
-    def generate(self, source: str) -> bool:
-        """Capture `source` (VIEWPORT or CINE_CAMERA) and send the job. Returns True when a job was sent."""
+    def generate(self, source: Optional[str], rerun: Any = None) -> bool:
+        """Capture `source` (VIEWPORT or CINE_CAMERA) and send the job. With `rerun` (a history entry), capture
+        that entry's camera again and send its settings with a new seed. Returns True when a job was sent."""
         if self.busy:
             self._already_running()
             return False
         settings = self.get_settings().validated()
         try:
-            view = self.engine.resolve_view(source, settings)
-            width, height = jobs.output_size(settings, view)
+            if rerun is not None:
+                view = self.engine.history_view(history.camera_label(rerun), settings)
+                width, height = int(rerun.width), int(rerun.height)
+            else:
+                view = self.engine.resolve_view(source, settings)
+                width, height = jobs.output_size(settings, view)
             t0 = time.monotonic()
             capture = self.engine.capture(view, width, height, settings)
             self.engine.log(f"ControlBridge: captured {view.label} at {width}x{height} in "
                             f"{time.monotonic() - t0:.2f}s (background {capture.probe.background_fraction:.0%})")
-            job_settings = jobs.job_settings(settings, width, height, view.label)
+            job_settings = (history.rerun_settings(rerun, width, height) if rerun is not None
+                            else jobs.job_settings(settings, width, height, view.label))
             images = jobs.attachments(capture)
         except (UserError, CaptureProblem) as e:
             self.engine.show_error(str(e))
@@ -143,6 +155,47 @@ class Controller:
         handle.update(f"Connecting to {settings.server_url}")
         self.job = PendingJob(self._ticket, view, width, height, settings, job_settings, handle)
         self.worker.submit(self._ticket, settings.server_url, settings.token, job_settings, images)
+        return True
+
+    # ---- history (game thread; the server is asked from the worker) ----------------------------
+
+    def open_history(self) -> None:
+        settings = self.get_settings().validated()
+        self.worker.fetch_history(settings.server_url, settings.token, history.LIMIT)
+        self.engine.log(f"ControlBridge: asking {settings.server_url} for its last {history.LIMIT} results")
+
+    def _history_event(self, event: Any) -> bool:
+        if isinstance(event, HistoryFailed):
+            self.engine.show_error(f"ControlBridge could not read the server's history: {event.message}")
+        elif isinstance(event, HistoryLoaded):
+            entries = list(event.page.items)
+            choice = self.engine.choose_history(history.describe(entries))
+            if choice is None:
+                return True
+            try:
+                entry = history.chosen(entries, choice)
+            except history.HistoryError as e:
+                self.engine.show_error(str(e))
+                return True
+            if choice.rerun_new_seed:
+                self.generate(None, rerun=entry)
+            else:
+                settings = self.get_settings().validated()
+                self.worker.fetch_history_item(settings.server_url, settings.token, entry.job_id, choice)
+        elif isinstance(event, HistoryImage):
+            try:
+                summary = self.engine.apply_history(event.item, event.request, self.get_settings().validated())
+            except UserError as e:
+                self.engine.show_error(str(e))
+                return True
+            except Exception as e:  # noqa: BLE001
+                self.engine.log(traceback.format_exc())
+                self.engine.show_error(f"ControlBridge could not re-apply the result: {type(e).__name__}: {e}")
+                return True
+            self.last_summary = summary
+            self.engine.log(f"ControlBridge: re-applied {summary}")
+        else:
+            return False
         return True
 
     def _already_running(self) -> None:
@@ -446,7 +499,7 @@ class Controller:
         self._in_tick = True
         try:
             for event in self.worker.drain():
-                if not self._handle_live(event) and not self._handle_shots(event):
+                if not (self._handle_live(event) or self._handle_shots(event) or self._history_event(event)):
                     self._handle(event)
             if self.live is not None:
                 self._live_tick()

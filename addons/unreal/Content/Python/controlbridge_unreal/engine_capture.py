@@ -67,6 +67,21 @@ def selected_cine_camera_view(unreal) -> camera_math.CameraView:
     return cine_camera_view(unreal, cameras[0])
 
 
+def labelled_view(unreal, label: str, matches, viewport_fov: float = 90.0) -> camera_math.CameraView:
+    """The view of the CineCamera whose label matches (matches(actor_label, label)), or the level viewport for
+    the label 'Viewport' - how a history entry names where it was generated."""
+    if label == "Viewport":
+        return viewport_view(unreal, viewport_fov)
+    actors: unreal.EditorActorSubsystem = unreal.get_editor_subsystem(unreal.EditorActorSubsystem)
+    for found in actors.get_all_level_actors():
+        if isinstance(found, unreal.CineCameraActor):
+            camera: unreal.CineCameraActor = found
+            if matches(camera.get_actor_label(), label):
+                return cine_camera_view(unreal, camera)
+    raise UserError(f"No CineCamera labelled {label} in this level: the result's camera is needed to place it "
+                    "(rename a camera, or re-apply as a texture only).")
+
+
 def cine_camera_view(unreal, camera: unreal.CineCameraActor) -> camera_math.CameraView:
     component: unreal.CineCameraComponent = camera.get_cine_camera_component()
     if component.projection_mode == unreal.CameraProjectionMode.ORTHOGRAPHIC:

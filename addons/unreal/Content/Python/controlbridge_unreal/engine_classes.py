@@ -23,6 +23,11 @@ _DEFINED: dict = {}
 class PluginClasses:
     settings: Any
     task: Any
+    history: Any = None
+
+
+_HISTORY = "ControlBridge|History"
+HISTORY_PROPERTIES = ("results", "pick", "on_plane", "as_projection", "rerun_with_new_seed")
 
 
 def _meta(name: str) -> dict:
@@ -68,6 +73,23 @@ def define(unreal) -> PluginClasses:
     class ControlBridgeGeneration(unreal.EditorUtilityTask):
         """Shown by Unreal as 'Task Control Bridge Generation' with our progress text and a Cancel button."""
 
-    classes = PluginClasses(settings=ControlBridgeSettings, task=ControlBridgeGeneration)
+    @unreal.uclass()
+    class ControlBridgeHistory(unreal.Object):
+        """The history picker: the server's last results listed, one picked, what to do with it."""
+        results = unreal.uproperty(str, meta={"Category": _HISTORY, "MultiLine": "true",
+                                              "ToolTip": "The server's newest results (newest first)."})
+        pick = unreal.uproperty(int, meta={"Category": _HISTORY, "ClampMin": "1", "UIMin": "1",
+                                           "ToolTip": "Number of the result to use, as listed above."})
+        on_plane = unreal.uproperty(bool, meta={"Category": _HISTORY, "DisplayName": "Show On Its Camera's Plane",
+                                                "ToolTip": "Show it on its camera's result plane (the texture is "
+                                                           "always made, once)."})
+        as_projection = unreal.uproperty(bool, meta={"Category": _HISTORY, "DisplayName": "Project Onto Level",
+                                                     "ToolTip": "Project it onto the level from its camera."})
+        rerun_with_new_seed = unreal.uproperty(bool, meta={
+            "Category": _HISTORY, "ToolTip": "Instead: capture its camera again and generate with the same "
+                                             "settings and a new seed."})
+
+    classes = PluginClasses(settings=ControlBridgeSettings, task=ControlBridgeGeneration,
+                            history=ControlBridgeHistory)
     _DEFINED[key] = classes
     return classes

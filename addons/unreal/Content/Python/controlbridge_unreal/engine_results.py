@@ -235,9 +235,12 @@ def end_preview(unreal, plane_key_tag: str, restore: dict) -> None:
 
 # --------------------------------------------------------------------------- all of it
 
-def apply_result(unreal, plan: ResultPlan, view: CameraView, image_bytes: bytes, temp_dir: str) -> str:
-    texture = import_texture(unreal, plan, image_bytes, temp_dir)
-    tag_texture(unreal, texture, plan.metadata)
+def apply_result(unreal, plan: ResultPlan, view: CameraView, image_bytes: bytes, temp_dir: str,
+                 texture=None) -> str:
+    """`texture`: the result's texture when it already exists (re-applied from the history): not imported again."""
+    if texture is None:
+        texture = import_texture(unreal, plan, image_bytes, temp_dir)
+        tag_texture(unreal, texture, plan.metadata)
     summary = plan.texture_object_path.split(".")[0]
     if plan.create_plane:
         instance = ensure_material_instance(unreal, plan, texture)

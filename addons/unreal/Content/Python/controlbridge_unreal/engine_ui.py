@@ -9,6 +9,7 @@ from __future__ import annotations
 import traceback
 from typing import Any, Callable, Optional, Sequence, TYPE_CHECKING, Tuple
 
+from .history import HistoryChoice
 from .settings_model import FIELDS, PluginSettings
 
 if TYPE_CHECKING:   # for annotations only: the module itself is always passed in as `unreal`
@@ -45,6 +46,9 @@ MENU_ENTRIES: Tuple[Tuple[str, str, str, str, str], ...] = (
      "not saved with the level).", _CMD.format("project_result")),
     ("Result", "ControlBridge.RemoveProjections", "Remove projections",
      "Remove every ControlBridge projection from the level.", _CMD.format("remove_projections")),
+    ("Result", "ControlBridge.History", "History...",
+     "The server's newest results: show one again (texture, its camera's plane, projection) or re-run it with a "
+     "new seed.", _CMD.format("open_history")),
     ("Job", "ControlBridge.Cancel", "Cancel", "Cancel the running generation.", _CMD.format("cancel")),
     ("Job", "ControlBridge.Settings", "Settings...", "Server, prompt, sampling and output settings.",
      _CMD.format("open_settings")),
@@ -160,6 +164,26 @@ def edit_settings(unreal, settings_class, current: PluginSettings) -> Optional[P
     if not accepted:
         return None
     return PluginSettings.from_mapping({f.name: settings_object.get_editor_property(f.name) for f in FIELDS})
+
+
+# --------------------------------------------------------------------------- history picker
+
+def choose_history(unreal, history_class, listing: str) -> Optional[HistoryChoice]:
+    """The server's results listed in a details view (modal, OK/Cancel): which one, and what to do with it."""
+    history_object = history_class()
+    history_object.set_editor_property("results", listing)
+    history_object.set_editor_property("pick", 1)
+    history_object.set_editor_property("on_plane", True)
+    history_object.set_editor_property("as_projection", False)
+    history_object.set_editor_property("rerun_with_new_seed", False)
+    options: unreal.EditorDialogLibraryObjectDetailsViewOptions = unreal.EditorDialogLibraryObjectDetailsViewOptions(
+        show_object_name=False, allow_search=False)
+    if not unreal.EditorDialog.show_object_details_view("ControlBridge History", history_object, options):
+        return None
+    return HistoryChoice(pick=int(history_object.get_editor_property("pick")),
+                         on_plane=bool(history_object.get_editor_property("on_plane")),
+                         as_projection=bool(history_object.get_editor_property("as_projection")),
+                         rerun_new_seed=bool(history_object.get_editor_property("rerun_with_new_seed")))
 
 
 # --------------------------------------------------------------------------- the pump

@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 from typing import Optional
 
-from . import (engine_capture, engine_classes, engine_live, engine_projection, engine_results, engine_sequence,
-               engine_ui, naming, projection, result_plan, settings_model, shots)
-from controlbridge_protocol import ImageAttachment, Result
+from . import (camera_math, engine_capture, engine_classes, engine_live, engine_projection, engine_results, engine_sequence,
+               engine_ui, history, naming, projection, result_plan, settings_model, shots)
+from controlbridge_protocol import HistoryItem, ImageAttachment, Result
 
 from .controller import CINE_CAMERA, VIEWPORT, Controller, EnginePort, PendingJob, UserError
 from .worker import Worker
@@ -19,9 +19,10 @@ from .worker import Worker
 class EngineAdapter(EnginePort):
     """The controller's view of the engine, implemented with the engine_* modules."""
 
-    def __init__(self, unreal, task_class, temp_dir: str, saved_dir: str = ""):
+    def __init__(self, unreal, task_class, temp_dir: str, saved_dir: str = "", history_class=None):
         self.unreal = unreal
         self.task_class = task_class
+        self.history_class = history_class
         self.temp_dir = temp_dir
         self.saved_dir = saved_dir
         self._preview_restore: dict = {}   # plane key tag -> the material its plane had before previews
@@ -49,6 +50,36 @@ class EngineAdapter(EnginePort):
         self._preview_restore.pop(naming.plane_key_tag(job.view.key), None)   # the result replaces the preview
         summary = engine_results.apply_result(self.unreal, plan, job.view, image.data, self.temp_dir)
         self.last_result = (job.view, job.width, job.height, plan.texture_object_path)
+        return summary
+
+    def history_view(self, camera_label, settings: settings_model.PluginSettings):
+        return engine_capture.labelled_view(self.unreal, camera_label, history.matches_label, settings.viewport_fov)
+
+    def choose_history(self, listing):
+        return engine_ui.choose_history(self.unreal, self.history_class, listing)
+
+    def apply_history(self, item: HistoryItem, choice: history.HistoryChoice, settings: settings_model.PluginSettings) -> str:
+        entry, image = item.entry, item.image
+        label = history.camera_label(entry)
+        if label:
+            view = self.history_view(label, settings)
+        else:   # another client's result: a texture only (history.chosen refuses plane and projection)
+            view = camera_math.CameraView("history", "History", (0.0, 0.0, 0.0), (0.0, 0.0, 0.0), 90.0, None)
+        name = naming.texture_asset_name(view.label, entry.job_id)
+        path = naming.object_path(naming.TEXTURE_DIR, name)
+        existing = engine_results.load_asset(self.unreal, path) if engine_results.asset_exists(self.unreal, path) \
+            else None
+        plan = result_plan.plan_result(
+            view=view, width=entry.width, height=entry.height, job_id=entry.job_id, result_settings=entry.settings,
+            seed=entry.seed, saved_path=entry.saved_path, encoding=image.encoding, create_plane=choice.on_plane,
+            plane_distance_cm=settings.plane_distance_cm,
+            # the result's texture is made once: re-applying it again reuses that asset
+            asset_exists=(lambda _: False) if existing is not None else
+            (lambda p: engine_results.asset_exists(self.unreal, p)))
+        summary = engine_results.apply_result(self.unreal, plan, view, image.data, self.temp_dir, texture=existing)
+        self.last_result = (view, entry.width, entry.height, plan.texture_object_path)
+        if choice.as_projection:
+            summary += "; " + self.project_last(settings)
         return summary
 
     def project_last(self, settings: settings_model.PluginSettings) -> str:
@@ -153,7 +184,7 @@ class Plugin:
         saved_dir = saved_dir or unreal.Paths.project_saved_dir()
         self.store = settings_model.SettingsStore(settings_model.settings_path(saved_dir))
         temp_dir = os.path.join(saved_dir, settings_model.SETTINGS_SUBDIR, "Incoming")
-        self.engine = EngineAdapter(unreal, self.classes.task, temp_dir, saved_dir)
+        self.engine = EngineAdapter(unreal, self.classes.task, temp_dir, saved_dir, self.classes.history)
         self.worker = worker or Worker(naming.client_name(unreal.SystemLibrary.get_engine_version()))
         self.controller = Controller(self.engine, self.worker, self.store.get)
         self._tick_handle = None
@@ -221,6 +252,10 @@ def generate_shots() -> None:
 
 def render_shot_range() -> None:
     _require().controller.render_shot_range()
+
+
+def open_history() -> None:
+    _require().controller.open_history()
 
 
 def project_result() -> None:

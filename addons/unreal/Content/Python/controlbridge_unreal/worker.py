@@ -48,6 +48,37 @@ class LiveFailed:
 
 
 @dataclass
+class HistoryLoaded:
+    page: Any            # controlbridge_protocol.HistoryPage
+
+
+@dataclass
+class HistoryImage:
+    item: Any            # controlbridge_protocol.HistoryItem: the entry and its PNG
+    request: Any         # what the game thread asked to do with it, handed back as is
+
+
+@dataclass
+class HistoryFailed:
+    message: str
+
+
+@dataclass
+class _History:
+    url: str
+    token: str
+    limit: int
+
+
+@dataclass
+class _HistoryGet:
+    url: str
+    token: str
+    job_id: str
+    request: Any
+
+
+@dataclass
 class _Submit:
     ticket: int
     url: str
@@ -117,6 +148,14 @@ class Worker:
     def stop_live(self) -> None:
         self._commands.put(_LiveStop())
 
+    def fetch_history(self, url: str, token: str, limit: int) -> None:
+        self.start()
+        self._commands.put(_History(url, token, limit))
+
+    def fetch_history_item(self, url: str, token: str, job_id: str, request: Any = None) -> None:
+        self.start()
+        self._commands.put(_HistoryGet(url, token, job_id, request))
+
     def drain(self) -> List[Any]:
         out = []
         while True:
@@ -152,6 +191,8 @@ class Worker:
                     self._live_frame(cmd)
                 elif isinstance(cmd, _LiveStop):
                     self._live_stop()
+                elif isinstance(cmd, (_History, _HistoryGet)):
+                    self._history(cmd)
                 self._pump()
         finally:
             self._drop_client()
@@ -209,6 +250,20 @@ class Worker:
                                                     f"{type(e).__name__}: {e}"))
             return
         self._events.put(LiveSent(cmd.ticket, request_id))
+
+    def _history(self, cmd) -> None:
+        """The client waits for the answer here, on the worker thread; a job's events that arrive meanwhile are
+        kept by the client for the next poll."""
+        try:
+            client = self._ensure_client(cmd.url, cmd.token)
+            if isinstance(cmd, _History):
+                self._events.put(HistoryLoaded(client.history(limit=cmd.limit)))
+            else:
+                self._events.put(HistoryImage(client.history_item(cmd.job_id), cmd.request))
+        except ControlBridgeError as e:
+            self._events.put(HistoryFailed(_sentence(str(e))))
+        except Exception as e:  # noqa: BLE001 - a bug must still reach the user
+            self._events.put(HistoryFailed(f"Unexpected error while reading the history: {type(e).__name__}: {e}"))
 
     def _live_stop(self) -> None:
         if self._client is None:
