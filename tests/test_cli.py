@@ -114,3 +114,84 @@ def test_prompts_file_and_batch_render_every_image_with_its_settings(server, sce
     jobs = sorted((read_job(f)["settings"]["prompt"], read_job(f)["settings"]["seed"]) for f in files)
     assert jobs == [("a castle", 10), ("a castle", 11), ("a lighthouse at night", 10), ("a lighthouse at night", 11)]
     assert capsys.readouterr().out.count("wrote ") == 4
+
+
+def _help(*args) -> str:
+    done = subprocess.run([sys.executable, "-m", "controlbridge", *args, "--help"], capture_output=True, text=True)
+    assert done.returncode == 0
+    return " ".join(done.stdout.split())     # argparse wraps lines wherever the terminal width says
+
+
+def test_help_shows_the_defaults():                                              # issue 12 item 16
+    generate = _help("generate")
+    for words in ("--url URL the server (default: ws://127.0.0.1:8765)", "(default: 20)", "(default: 7)",
+                  "--sampler SAMPLER see --list-samplers (default: euler_a)", "(default: 0.75)",
+                  "--hires-upscaler HIRES_UPSCALER lanczos, latent, or a model from upscale_models/ "
+                  "(default: lanczos)"):
+        assert words in generate, words
+    serve = _help("serve")
+    for words in ("--port PORT port (0: any free port) (default: 8765)", "(default 127.0.0.1: this machine only)",
+                  "--device DEVICE auto, cuda, cuda:1, mps or cpu (default: auto)", "--model MODEL 'tiny'"):
+        assert words in serve, words
+    assert "(default: None)" not in generate + serve
+
+
+def test_newcomer_mistakes_get_clear_words(server, scene_files, tmp_path, capsys):   # issue 12 item 13
+    color, npy, depth = scene_files
+    out = tmp_path / "o.png"
+    with pytest.raises(SystemExit) as done:
+        run_cli("generate", "--url", server.url, "--color", color, "--prompt", "x", "--batch", "0", "-o", out)
+    assert done.value.code == 2 and "--batch: must be 1 or more, got 0" in capsys.readouterr().err
+    assert not out.exists()
+
+    assert run_cli("generate", "--url", server.url, "--color", color, "--prompt", "x", "--strength", "1.5",
+                   "-o", out) == 1
+    assert capsys.readouterr().err.strip() == ("error: --strength is 1.5; it must be between 0.01 and 1.0 "
+                                               "(denoise on the server)")
+
+    stacked = tmp_path / "stacked.npy"
+    np.save(stacked, np.stack([depth, depth]))      # (2, H, W): two buffers, not one image of 2 columns
+    assert run_cli("generate", "--url", server.url, "--color", color, "--depth", stacked, "--prompt", "x",
+                   "-o", out) == 1
+    assert "expected a depth buffer of shape (height, width), got shape (2, 90, 160)" in capsys.readouterr().err
+
+    assert run_cli("generate", "--url", server.url, "--color", color, "--prompt", "x", "--steps", "40",
+                   "--strength", "0.75", "--seed", "3", "-o", out) == 0
+    err = capsys.readouterr().err
+    assert err.count("note: 30 of the 40 steps run: at strength 0.75 img2img starts part-way") == 1, err
+    assert "step 30/30" in err
+
+
+def test_progress_to_a_non_terminal_is_a_line_every_few_steps(server, scene_files, tmp_path, capsys):  # item 17
+    color, _, _ = scene_files
+    assert run_cli("generate", "--url", server.url, "--color", color, "--prompt", "x", "--steps", "20",
+                   "--strength", "1", "-o", tmp_path / "o.png") == 0
+    steps = [line for line in capsys.readouterr().err.splitlines() if "step " in line]
+    assert "\r" not in "".join(steps)
+    numbers = [int(line.split("step ")[1].split("/")[0]) for line in steps]
+    # every 5 steps and the last one; never only one line, never one per step
+    assert len(numbers) >= 4 and numbers[-1] == 20 and len(numbers) < 20, steps
+    assert all(b - a >= 5 or b == 20 for a, b in zip(numbers, numbers[1:])), numbers
+
+
+def test_a_different_aspect_is_said_once_in_cli_and_accepted(server, scene_files, tmp_path, capsys):  # item 18
+    color, _, _ = scene_files
+    assert run_cli("generate", "--url", server.url, "--color", color, "--prompt", "x", "--steps", "2",
+                   "--size", "128x128", "--batch", "2", "-o", tmp_path / "square.png") == 0
+    err = capsys.readouterr().err
+    notice = ("note: the output 128x128 has another aspect than the color image 160x90: the inputs are "
+              "centre-cropped to 90x90 first")
+    assert err.count(notice) == 1, err
+    assert run_cli("generate", "--url", server.url, "--color", color, "--prompt", "x", "--steps", "2",
+                   "--size", "320x180", "-o", tmp_path / "same.png") == 0
+    assert "centre-cropped" not in capsys.readouterr().err      # same aspect: nothing cropped, nothing said
+
+    from controlbridge_protocol import Accepted, Client
+    from controlbridge.imaging.files import image_file_attachment
+    from helpers import quick_settings
+    events = []
+    with Client(server.url) as c:
+        c.run(quick_settings(width=128, height=128, steps=1, controlnets={}),
+              [image_file_attachment("color", color)], on_event=events.append, timeout=120)
+    accepted = [e for e in events if isinstance(e, Accepted)]
+    assert [a.notice for a in accepted] == [notice[len("note: "):]]

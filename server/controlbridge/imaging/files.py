@@ -50,9 +50,11 @@ def depth_file_attachment(path: Path, far=None) -> ImageAttachment:
     else:
         raise ValueError(f"{path}: depth must be .npy (float32), .exr or a 16-bit .png depth map")
     depth = np.asarray(depth, dtype=np.float32)
-    if depth.ndim == 3:
+    if depth.ndim == 3 and depth.shape[-1] <= 4 < min(depth.shape[:2]):   # (H, W, channels): the first channel
         depth = depth[..., 0]
+    elif depth.ndim == 3 and depth.shape[0] == 1:                          # (1, H, W)
+        depth = depth[0]
     if depth.ndim != 2:
-        raise ValueError(f"{path}: expected a 2-D depth buffer, got shape {depth.shape}")
+        raise ValueError(f"{path}: expected a depth buffer of shape (height, width), got shape {depth.shape}")
     h, w = depth.shape
     return ImageAttachment.raw_depth("depth", w, h, depth.astype("<f4").tobytes(), far)
