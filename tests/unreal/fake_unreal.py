@@ -159,6 +159,10 @@ DesiredImageFormat = _enum("DesiredImageFormat", "PNG", "JPG", "BMP", "EXR")
 BlendMode = _enum("BlendMode", "BLEND_OPAQUE", "BLEND_TRANSLUCENT")
 
 
+class EngineShowFlagsSetting(_Struct):
+    _fields = ("show_flag_name", "enabled")
+
+
 class ImageWriteOptions(_Struct):
     _fields = ("format", "on_complete", "compression_quality", "overwrite_file", "async_")
 
@@ -1239,6 +1243,8 @@ class FakeEditor:
                               "rotation": component.owner.root_component.rotation,
                               "hidden": list(component._props.get("hidden_actors") or []),
                               "persist": component._props.get("always_persist_rendering_state"),
+                              "show_flags": {f.show_flag_name: f.enabled
+                                             for f in component._props.get("show_flag_settings") or []},
                               "post_process": dict(component._props["post_process_settings"]._props)})
         pixels = self.scene(component, target.width, target.height, source)
         if target.format is TextureRenderTargetFormat.RTF_RGBA8:
@@ -1321,7 +1327,7 @@ _EXPORTED = [
     "get_editor_subsystem", "log", "log_warning", "log_error", "register_slate_post_tick_callback",
     "unregister_slate_post_tick_callback", "register_python_shutdown_callback",
     "unregister_python_shutdown_callback", "uclass", "uproperty", "Vector2D", "MovieSceneObjectBindingID",
-    "DrawToRenderTargetContext", "BlendMode", "MovieSceneSection", "MovieSceneCameraCutSection", "MovieSceneTrack",
+    "DrawToRenderTargetContext", "BlendMode", "EngineShowFlagsSetting", "MovieSceneSection", "MovieSceneCameraCutSection", "MovieSceneTrack",
     "MovieSceneCameraCutTrack", "MovieSceneSequence", "LevelSequence", "LevelSequenceEditorBlueprintLibrary", "Canvas",
     "MaterialDomain", "DecalBlendMode", "CustomMaterialOutputType", "MaterialExpressionCustom", "CustomInput",
     "MaterialExpressionWorldPosition", "MaterialExpressionVectorParameter", "MaterialExpressionScalarParameter",

@@ -16,7 +16,7 @@ warm-up frames before the one that is read.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import List, Optional, Tuple
 
 DISPLAY_GAMMA = 2.2
 # eye adaptation and temporal AA converge over frames; one capture_scene() is one frame of the capture's view
@@ -51,3 +51,16 @@ def method_override(already_overridden: bool, project_value: int, table: dict) -
     if already_overridden:
         return None
     return table.get(int(project_value))
+
+
+# Editor drawing that must never reach the server: a scene capture starts from the game's show flags, but a
+# capture in the editor world can still draw editor-only helpers; switch each off by name (ShowFlagsValues.inl).
+EDITOR_ONLY_FLAGS = ("Editor", "BillboardSprites", "Grid", "Selection", "ModeWidgets", "Bounds", "Volumes",
+                     "Splines", "Navigation", "CameraFrustums", "LightRadius")
+POST_PROCESS_FLAG = "PostProcessing"
+
+
+def show_flags(post_process: bool) -> List[Tuple[str, bool]]:
+    """(show flag name, enabled) for the capture: editor helpers off; post-processing (tone mapping, exposure,
+    bloom, color grading) on as in the viewport, or off for the flat scene color."""
+    return [(name, False) for name in EDITOR_ONLY_FLAGS] + [(POST_PROCESS_FLAG, bool(post_process))]

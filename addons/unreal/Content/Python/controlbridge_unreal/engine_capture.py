@@ -133,7 +133,7 @@ def capture(unreal, view: camera_math.CameraView, width: int, height: int, setti
             transient=True)
         scene_capture: unreal.SceneCapture2D = capture_actor
         component: unreal.SceneCaptureComponent2D = scene_capture.capture_component2d
-        configure_capture(unreal, component, view, hidden_actors)
+        configure_capture(unreal, component, view, hidden_actors, settings.capture_post_process)
 
         component.set_editor_property("capture_source", unreal.SceneCaptureSource.SCS_FINAL_COLOR_LDR)
         component.set_editor_property("texture_target", color_target)
@@ -176,8 +176,13 @@ def make_target(unreal, world: unreal.World, width: int, height: int, target_for
 
 
 def configure_capture(unreal, component: unreal.SceneCaptureComponent2D, view: camera_math.CameraView,
-                      hidden_actors: List) -> None:
+                      hidden_actors: List, post_process: bool = True) -> None:
     component.set_editor_property("projection_type", unreal.CameraProjectionMode.PERSPECTIVE)
+    flags = []
+    for name, enabled in capture_look.show_flags(post_process):
+        flag: unreal.EngineShowFlagsSetting = unreal.EngineShowFlagsSetting(show_flag_name=name, enabled=enabled)
+        flags.append(flag)
+    component.set_editor_property("show_flag_settings", flags)
     component.set_editor_property("fov_angle", float(view.hfov_deg))
     component.set_editor_property("capture_every_frame", False)
     component.set_editor_property("capture_on_movement", False)

@@ -58,6 +58,7 @@ def define(unreal) -> PluginClasses:
         match_camera_aspect = unreal.uproperty(bool, meta=_meta("match_camera_aspect"))
         viewport_fov = unreal.uproperty(float, meta=_meta("viewport_fov"))
         max_depth_cm = unreal.uproperty(float, meta=_meta("max_depth_cm"))
+        capture_post_process = unreal.uproperty(bool, meta=_meta("capture_post_process"))
         create_plane = unreal.uproperty(bool, meta=_meta("create_plane"))
         plane_distance_cm = unreal.uproperty(float, meta=_meta("plane_distance_cm"))
         projection_reach_cm = unreal.uproperty(float, meta=_meta("projection_reach_cm"))

@@ -54,6 +54,9 @@ FIELDS: tuple[Field, ...] = (
           "(the level viewport's FOV is not readable from Python; the editor default is 90).", 5.0, 170.0),
     Field("max_depth_cm", float, 0.0, "Capture", "Depth beyond this distance (cm) counts as background; "
           "0 = only the sky (the 16-bit depth target saturates at 65504 cm).", 0.0, 65504.0),
+    Field("capture_post_process", bool, True, "Capture", "Capture with post-processing (tone mapping, exposure, "
+          "color grading) as the viewport shows it; off = the flat scene color. Editor helpers (grid, gizmos, "
+          "sprites, volumes) are never captured."),
     Field("create_plane", bool, True, "Result", "Show the result on a plane in front of the camera, sized to its view."),
     Field("plane_distance_cm", float, 500.0, "Result", "Distance of the result plane from the camera (cm).", 1.0, 1.0e6),
     Field("projection_reach_cm", float, 10000.0, "Result", "How far from the camera 'Project result onto level' "
@@ -96,6 +99,7 @@ class PluginSettings:
     match_camera_aspect: bool = True
     viewport_fov: float = 90.0
     max_depth_cm: float = 0.0
+    capture_post_process: bool = True
     create_plane: bool = True
     plane_distance_cm: float = 500.0
     projection_reach_cm: float = 10000.0
