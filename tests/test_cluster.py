@@ -190,3 +190,66 @@ def test_workers_need_ray():
     with pytest.raises(ValueError, match="--workers needs --ray"):
         ServerConfig(workers=2).check()
 
+
+
+def test_a_live_session_moves_only_when_its_worker_is_lost(cluster):
+    from test_live import LIVE, frames
+    slow_live = LIVE.replace(steps=40, denoise=1.0)
+    clips = frames(4, 160, 96)
+    with Client(cluster.url) as c:
+        wait_for_workers(c, idle=2)
+
+        def frame(imgs):
+            request = c.send_live_frame(slow_live, imgs)
+            while True:
+                event = c.next_event(timeout=60)
+                assert event is not None and not isinstance(event, JobError), event
+                if getattr(event, "request_id", None) == request and not isinstance(event, Accepted):
+                    return request, event
+
+        _, first = frame(clips[0])
+        request = c.send_live_frame(slow_live, clips[1])
+        victim = next(w for w in _wait_busy(c) if w["name"] == first.worker)
+        os.kill(victim["pid"], signal.SIGKILL)
+        while True:                                         # the frame in flight is dropped, and said so
+            event = c.next_event(timeout=60)
+            if getattr(event, "request_id", None) == request:
+                break
+        assert (type(event).__name__, event.reason) == ("LiveSkipped", "worker_lost")
+        _, moved = frame(clips[2])
+        assert isinstance(moved, LiveResult) and moved.worker != first.worker
+        wait_for_workers(c, idle=2)                         # the lost worker is back; the session stays put
+        _, after = frame(clips[3])
+        assert after.worker == moved.worker
+
+
+def _wait_busy(client, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        workers = client.status().workers
+        if any(w["state"] == "busy" for w in workers):
+            return workers
+        time.sleep(0.05)
+    raise AssertionError("no worker became busy")
+
+
+def test_workers_take_jobs_in_one_fair_order():
+    """Each worker takes only what it should run (`runnable`), and among those the fair order still holds:
+    a client with a long batch queued does not starve another client's job."""
+    from controlbridge.engine.generate import JobInputs
+    from controlbridge.server.jobs import Job
+    from controlbridge.server.scheduler import FairScheduler
+    scheduler = FairScheduler()
+
+    def job(client, n, model):
+        return Job(f"{client}{n}", client, "", quick_settings(model=model), JobInputs(np.zeros((8, 8, 3), np.uint8)), {})
+    for n in range(3):
+        scheduler.submit(job("a", n, "tiny"))
+    scheduler.submit(job("b", 0, "tiny-sdxl"))
+    scheduler.submit(job("b", 1, "tiny"))
+    only_tiny = lambda j: j.settings.model == "tiny"   # noqa: E731 - a worker that has only "tiny" loaded
+    taken = [scheduler.take(0, only_tiny).id for _ in range(3)]
+    assert taken == ["a0", "b1", "a1"]                 # b's sdxl job waits for another worker, b is not skipped
+    assert scheduler.take(0, lambda j: True).id == "b0"
+    scheduler.requeue(scheduler.take(0, lambda j: True))   # a worker lost a2: it goes back first in a's queue
+    assert scheduler.snapshot("a")["your_jobs"] == ["a2"]
