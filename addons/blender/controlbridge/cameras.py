@@ -101,7 +101,7 @@ def _finish(batch: Batch) -> None:
     if batch.cancelled:
         parts.append("cancelled")
     batch.line = "Done: " + ", ".join(parts)
-    bridge.show(batch.line, error="; ".join(f"{k}: {v}" for k, v in batch.failed.items()))
+    bridge.show(batch.line, error=batch.line if batch.failed else "")   # the report names what failed and why
 
 
 # ---- A/B -------------------------------------------------------------------------------------------------------

@@ -113,3 +113,21 @@ def test_a_b_of_a_cameras_last_two_results(cb, shots, wait_idle):
     p.history_index = -1
     with pytest.raises(RuntimeError, match="Select a History entry"):
         bpy.ops.controlbridge.history_ab()
+
+
+def test_every_camera_with_the_server_down_says_so_per_camera(cb, shots, use_server, wait_idle):
+    from conftest import env_or_skip
+    from test_errors import RenderCounter
+    url = env_or_skip("CONTROLBRIDGE_TEST_DOWN_URL")
+    use_server(url)
+
+    with RenderCounter() as renders:
+        assert bpy.ops.controlbridge.generate_cameras(scope="ALL") == {"FINISHED"}
+        st = wait_idle(timeout=30)
+
+    batch = cb.cameras.last()
+    assert renders.count == 0 and not batch.done and sorted(batch.failed) == ["Camera", "Left", "Right"]
+    assert all("cannot reach" in line for line in batch.failed.values())
+    assert st.error == st.line and "0/3 cameras" in st.line and "Left: " in st.line and "\n" not in st.line
+    assert cb.operators.outcome(st) == ("ERROR", st.line)
+    assert cb.cameras.SHEET_IMAGE not in bpy.data.images and not batch.sheet_path
