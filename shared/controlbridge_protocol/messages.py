@@ -31,6 +31,8 @@ class Capabilities:
     # The model library: {"controlnet"|"lora"|"vae"|"upscaler": [{"name", "family", ...}], "problems": [...]};
     # LoRAs carry "trigger_words" from their own metadata.
     library: Dict[str, List[dict]] = field(default_factory=dict)
+    # {"kinds": ControlNet kinds, "passes": attachments a DCC sends, "union_modes": {family: [...]}, "estimators"}
+    control: Dict[str, object] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -22,6 +22,10 @@ class ControlNetSettings:
     start: float = 0.0
     end: float = 1.0
     model: Optional[str] = None        # a ControlNet from the server's library; None: the default for this name
+    # Which input feeds it: an attachment ("depth", "normal", "color", a sent map); None: the attachment of its
+    # own name, canny edges made from the color, `estimate[name]`, or the color image for "tile".
+    input: Optional[str] = None
+    mode: Optional[str] = None         # a union (ControlNet++) model's control type; None: this ControlNet's name
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -15,10 +15,12 @@ import torch
 
 from ..library.families import CHECKPOINT, CONTROLNET
 from ..library.scan import Entry, Library, LibraryError
+from .control_inputs import KINDS
+from .union import UnionInMode, is_union
 from .models import TINY_MODELS, LoadedModel, ModelSpec, load_controlnet, load_model, model_bytes
 
 TINY_FAMILIES = {"tiny": "sd15", "tiny-sdxl": "sdxl", "tiny-flux": "flux"}
-CONTROLNET_ROLES = ("depth", "canny", "normal", "lineart", "softedge")
+CONTROLNET_ROLES = KINDS
 
 
 class WrongFamily(LibraryError):
@@ -95,7 +97,8 @@ class ModelManager:
         roles = {}
         for entry in self.library.list(CONTROLNET):
             for role in CONTROLNET_ROLES:
-                if role in entry.name.lower() and family in entry.families:
+                # A union model's role is the job's mode, not its file name.
+                if role in entry.name.lower() and family in entry.families and entry.variant != "union":
                     roles.setdefault(role, entry.path)
         return roles
 
@@ -129,12 +132,19 @@ class ModelManager:
         self._make_room(0, status, keep=key)
         return model
 
-    def named_controlnet(self, model: LoadedModel, name: str, status: Status):
+    def named_controlnet(self, model: LoadedModel, name: str, status: Status, mode: Optional[str] = None):
+        """A library ControlNet; a union one in control `mode` (a wrapper per mode, kept: pipelines are cached by
+        their modules' identity)."""
         if name not in model.named:
             status(f"loading ControlNet {name} ...")
             path = self.resolve(name, CONTROLNET, model.family).path
             model.named[name] = load_controlnet(str(path), model.family, model.base.dtype, model.device)
-        return model.named[name]
+        net = model.named[name]
+        if mode is None or not is_union(net):
+            return net
+        if f"{name}#{mode}" not in model.named:
+            model.named[f"{name}#{mode}"] = UnionInMode(net, mode)
+        return model.named[f"{name}#{mode}"]
 
     def named_vae(self, model: LoadedModel, name: str, status: Status):
         key = f"vae:{name}"

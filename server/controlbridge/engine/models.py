@@ -138,6 +138,10 @@ def load_controlnet(source: str, family: str, dtype, device):
         controlnet = load_single_file_controlnet(source, family, dtype)
     else:
         cls = FluxControlNetModel if family == "flux" else ControlNetModel
+        if os.path.isdir(source) and family != "flux" and \
+                ControlNetModel.load_config(source).get("_class_name") == "ControlNetUnionModel":
+            from diffusers import ControlNetUnionModel   # ControlNet++: one network, a control mode per use
+            cls = ControlNetUnionModel
         controlnet = cls.from_pretrained(source, dtype=dtype)
     if device != "cpu":
         controlnet.to(device)

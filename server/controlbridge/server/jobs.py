@@ -15,12 +15,14 @@ from typing import Dict, Optional, Tuple
 from controlbridge_protocol import ErrorCode, Generate, ImageAttachment, JobSettings, LiveStart, ProtocolError
 from controlbridge_protocol.settings import MAX_SEED, RANDOM_SEED
 
+from ..engine.control_inputs import check_inputs, is_map_name, route
 from ..engine.generate import HIRES_BUILTIN, JobInputs
 from ..engine.model_manager import ModelManager, WrongFamily
 from ..engine.resolution import center_crop_box
 from ..library.scan import LibraryError
 from ..engine.samplers import SAMPLERS, step_limit
 from ..engine.stream_batch import stream_batch_problem
+from ..engine.union import mode_problem
 from ..imaging.codecs import decode_control_map, decode_rgb, decode_scalar
 from ..imaging.estimators import ESTIMATORS, unavailable_reason
 from ..imaging.normals import camera_normals_to_bae
@@ -120,12 +122,16 @@ def check_models(s: JobSettings, models: ModelManager) -> None:
         family = models.family_of(s.model)
         roles = models.controlnet_roles(s.model)
         for name, cn in s.controlnets.items():
+            variant = None
             if cn.model is not None:
-                models.resolve(cn.model, "controlnet", family)
+                variant = models.resolve(cn.model, "controlnet", family).variant
             elif name not in roles:
                 raise _fail(ErrorCode.UNKNOWN_CONTROLNET,
                             f"no {name!r} ControlNet for model {s.model or models.default_name!r}; it has "
                             f"{', '.join(roles) or 'none'} (or name one from the library in controlnets.{name}.model)")
+            problem = mode_problem(name, cn, family, variant)
+            if problem:
+                raise _fail(ErrorCode.OUT_OF_RANGE, problem)
         for lora in s.loras:
             models.resolve(lora.name, "lora", family)
         if s.vae is not None:
@@ -180,9 +186,10 @@ def prepare_job(msg: Generate, client_id: str, offer: ServerOffer, live: bool = 
     check_settings(s, offer)
     atts: Dict[str, ImageAttachment] = {}
     for att in msg.images:
-        if att.name not in ATTACHMENT_NAMES:
+        if att.name not in ATTACHMENT_NAMES and not is_map_name(att.name):   # other names: ready-made maps
             raise _fail(ErrorCode.BAD_MESSAGE,
-                        f"unknown attachment {att.name!r}; expected {', '.join(ATTACHMENT_NAMES)}")
+                        f"unknown attachment {att.name!r}; expected {', '.join(ATTACHMENT_NAMES)} or a control "
+                        f"map's name (lower-case letters, digits and _)")
         _check_size(f"attachment '{att.name}'", att.width, att.height, offer.limits)
         if att.far is not None and not (math.isfinite(att.far) and att.far > 0):
             raise _fail(ErrorCode.OUT_OF_RANGE, f"attachment '{att.name}': far is {att.far}; it must be a positive "
@@ -190,12 +197,7 @@ def prepare_job(msg: Generate, client_id: str, offer: ServerOffer, live: bool = 
         atts[att.name] = att
     if "color" not in atts:
         raise _fail(ErrorCode.MISSING_ATTACHMENT, "generate needs a 'color' attachment (the camera's image)")
-    for name in s.controlnets:
-        # canny is computed from the color image when not sent; estimated maps are made on the worker
-        if name not in atts and name != "canny" and name not in s.estimate:
-            raise _fail(ErrorCode.MISSING_ATTACHMENT,
-                        f"the {name} ControlNet is on but no '{name}' attachment was sent; "
-                        f"send one, estimate it (settings.estimate) or switch that ControlNet off")
+    check_inputs(s, atts)
     color = atts["color"]
     for att in atts.values():
         if (att.width, att.height) != (color.width, color.height):
@@ -213,6 +215,7 @@ def prepare_job(msg: Generate, client_id: str, offer: ServerOffer, live: bool = 
             inputs.control_maps[name] = camera_normals_to_bae(decode_control_map(att))
         else:
             inputs.control_maps[name] = decode_control_map(att)
+    route(s, inputs)
 
     seed = s.seed if s.seed != RANDOM_SEED else secrets.randbelow(2**32)
     return Job(id=uuid.uuid4().hex[:10], client_id=client_id, request_id=msg.request_id,

@@ -151,7 +151,7 @@ class DeviceWorker:
         res = JobResources()
         for name, cn in settings.controlnets.items():
             if cn.model is not None:
-                res.controlnets[name] = self.models.named_controlnet(model, cn.model, status)
+                res.controlnets[name] = self.models.named_controlnet(model, cn.model, status, cn.mode or name)
         if settings.vae is not None:
             res.vae = self.models.named_vae(model, settings.vae, status)
         res.loras = [(str(self.models.resolve(lora.name, "lora", model.family).path), lora.weight)
