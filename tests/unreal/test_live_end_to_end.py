@@ -62,17 +62,21 @@ def test_live_frames_follow_the_viewport_and_stopping_leaves_nothing(started):
     assert sizes[0] == (64, 48)
 
     # the camera at rest: no new capture however long we wait
-    captures = len(editor.calls_named("EditorActorSubsystem.spawn_actor_from_class"))
+    captures = len(editor.captures)
     t_end = time.monotonic() + 1.0
     while time.monotonic() < t_end:
         editor.tick(0.016)
         time.sleep(0.01)
-    assert len(editor.calls_named("EditorActorSubsystem.spawn_actor_from_class")) == captures
+    assert len(editor.captures) == captures
 
     # the user flies the viewport: a new frame, on the same plane, moved in front of the new view
     editor.viewport = (ue.Vector(400.0, 0.0, 170.0), ue.Rotator(roll=0.0, pitch=-10.0, yaw=0.0))
     pump(editor, lambda: session.frames_shown >= 2, what="a frame after moving")
     assert live_planes(editor, ue) == [plane] and shown_texture(plane) is not first
+    # one capture actor for the whole session, moved to each view; only its first frame needed warm-up renders
+    rigs = [c.args[0] for c in editor.calls_named("EditorActorSubsystem.spawn_actor_from_class")]
+    assert rigs.count(ue.SceneCapture2D) == 1
+    assert len(editor.calls_named("SceneCaptureComponent2D.capture_scene")) < 2 * (4 + 2) + 3
     assert plane.root_component.location.x == pytest.approx(400.0 + 500.0 * 0.9848, abs=1.0)
     assert len(editor.calls_named("PrimitiveComponent.create_dynamic_material_instance")) == 1   # reused
 
@@ -87,6 +91,7 @@ def test_live_frames_follow_the_viewport_and_stopping_leaves_nothing(started):
     plugin.toggle_live()                                  # off
     assert p.controller.live is None and live_planes(editor, ue) == []
     assert editor.level == level_before
+    assert all(rt.released for rt in editor.render_targets)   # the session's capture actor and targets are gone
     # nothing in the Content Browser but the shared unlit material every plane uses
     assert [a for a in editor.assets if not a.startswith(naming.MATERIAL_DIR)] == []
     for _ in range(20):                                   # late answers never bring a plane back

@@ -118,6 +118,9 @@ class LiveEngine(FakeEngine):
     def live_view(self, source, settings):
         return view(x=self.position)
 
+    def live_capture(self, view, width, height, settings):
+        return self.capture(view, width, height, settings)
+
     def live_label(self, source):
         return "the level viewport"
 

@@ -55,6 +55,8 @@ class EnginePort:
     def world_key(self) -> str: return ""
     def live_stop_reason(self, started_in: str) -> Optional[str]: return None
     def level_signature(self) -> Any: return None
+    def live_capture(self, view: CameraView, width: int, height: int, settings: PluginSettings) -> jobs.Capture:
+        return self.capture(view, width, height, settings)
     def show_live_frame(self, view: CameraView, width: int, height: int, settings: PluginSettings,
                         image: Any) -> bool: raise NotImplementedError
     def end_live(self) -> None: ...
@@ -430,7 +432,7 @@ class Controller:
             if not session.throttle.due(now, signature):
                 return
             try:
-                capture = self.engine.capture(view, width, height, settings)
+                capture = self.engine.live_capture(view, width, height, settings)
             except CaptureProblem as e:   # e.g. looking at the sky for a moment: wait for the next change
                 session.throttle.last_signature, session.throttle.last_sent_at = signature, now
                 self.engine.log(f"ControlBridge: live frame not sent: {e}")

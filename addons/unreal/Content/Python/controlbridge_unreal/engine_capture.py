@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from typing import List, Sequence, TYPE_CHECKING
+from typing import List, Optional, Sequence, TYPE_CHECKING
 
 from . import buffers, camera_math, capture_look
 from .controller import CINE_CAMERA, VIEWPORT, UserError
@@ -105,7 +105,7 @@ def cine_camera_view(unreal, camera: unreal.CineCameraActor) -> camera_math.Came
 # --------------------------------------------------------------------------- capture
 
 def capture(unreal, view: camera_math.CameraView, width: int, height: int, settings: PluginSettings,
-            hidden_actors: List = (), temp_dir: str = "") -> Capture:
+            hidden_actors: List = (), temp_dir: str = "", rig: Optional[dict] = None) -> Capture:
     """Render color and depth of `view` at width x height. A transient SceneCapture2D is spawned at the camera
     and always destroyed again; the render targets are released. `hidden_actors` (our result planes) are left
     out of the capture. No per-pixel Python on the full frame:
@@ -115,29 +115,48 @@ def capture(unreal, view: camera_math.CameraView, width: int, height: int, setti
     Depth: SceneDepth (cm, in R) into RGBA16F - the sky saturates at 65504 - written to EXR by the engine's image
     writer (half floats, values untouched) and sent as that file; a PROBE_LONG_SIDE-pixel render of the same
     depth is read back to check that the camera sees anything in range.
-    Color after WARMUP_FRAMES frames of a view whose rendering state persists, with the project's GI/reflections."""
+    Color after WARMUP_FRAMES frames of a view whose rendering state persists, with the project's GI/reflections.
+
+    `rig` (live mode): a dict that keeps the capture actor and its targets between calls - moved to each new view
+    instead of spawned, its view state (temporal history, eye adaptation) carried from frame to frame, so only
+    its first capture needs the warm-up frames. release_rig() ends it; an error releases it too."""
     editor: unreal.UnrealEditorSubsystem = unreal.get_editor_subsystem(unreal.UnrealEditorSubsystem)
     actors: unreal.EditorActorSubsystem = unreal.get_editor_subsystem(unreal.EditorActorSubsystem)
     world: unreal.World = editor.get_editor_world()
     probe_w, probe_h = buffers.probe_size(width, height)
-    color_target: unreal.TextureRenderTarget2D = make_target(unreal, world, width, height, unreal.TextureRenderTargetFormat.RTF_RGBA8, 0.0)
-    color_target.set_editor_property("target_gamma", capture_look.DISPLAY_GAMMA)
-    depth_target = make_target(unreal, world, width, height, unreal.TextureRenderTargetFormat.RTF_RGBA16F,
-                               buffers.FP16_MAX)
-    probe_target = make_target(unreal, world, probe_w, probe_h, unreal.TextureRenderTargetFormat.RTF_RGBA16F,
-                               buffers.FP16_MAX)
-    capture_actor = None
+    if rig is not None and rig.get("size") != (width, height):
+        release_rig(unreal, rig)                     # another frame size: new targets
+    fresh = rig is None or rig.get("actor") is None
+    if fresh:
+        color_target: unreal.TextureRenderTarget2D = make_target(
+            unreal, world, width, height, unreal.TextureRenderTargetFormat.RTF_RGBA8, 0.0)
+        color_target.set_editor_property("target_gamma", capture_look.DISPLAY_GAMMA)
+        depth_target = make_target(unreal, world, width, height, unreal.TextureRenderTargetFormat.RTF_RGBA16F,
+                                   buffers.FP16_MAX)
+        probe_target = make_target(unreal, world, probe_w, probe_h, unreal.TextureRenderTargetFormat.RTF_RGBA16F,
+                                   buffers.FP16_MAX)
+        capture_actor = None
+    else:
+        color_target, depth_target, probe_target = rig["targets"]
+        capture_actor = rig["actor"]
     try:
-        capture_actor = actors.spawn_actor_from_class(
-            unreal.SceneCapture2D, make_vector(unreal, view.location), make_rotator(unreal, view.rotation),
-            transient=True)
+        if capture_actor is None:
+            capture_actor = actors.spawn_actor_from_class(
+                unreal.SceneCapture2D, make_vector(unreal, view.location), make_rotator(unreal, view.rotation),
+                transient=True)
+            if rig is not None:
+                rig.update(actor=capture_actor, targets=(color_target, depth_target, probe_target),
+                           size=(width, height))
         scene_capture: unreal.SceneCapture2D = capture_actor
+        if not fresh:
+            scene_capture.set_actor_location_and_rotation(make_vector(unreal, view.location),
+                                                          make_rotator(unreal, view.rotation), False, True)
         component: unreal.SceneCaptureComponent2D = scene_capture.capture_component2d
         configure_capture(unreal, component, view, hidden_actors, settings.capture_post_process)
 
         component.set_editor_property("capture_source", unreal.SceneCaptureSource.SCS_FINAL_COLOR_LDR)
         component.set_editor_property("texture_target", color_target)
-        for _ in range(capture_look.WARMUP_FRAMES + 1):
+        for _ in range((capture_look.WARMUP_FRAMES if fresh else 0) + 1):
             component.capture_scene()
         color_png = export_file(temp_dir, "png", lambda folder, name: unreal.RenderingLibrary.export_render_target(
             world, color_target, folder, name))
@@ -151,11 +170,16 @@ def capture(unreal, view: camera_math.CameraView, width: int, height: int, setti
         component.capture_scene()
         # normalize=False: the default (True) would squash centimetres into 0..1
         probe_colors = unreal.RenderingLibrary.read_render_target_raw(world, probe_target, normalize=False)
+    except BaseException:
+        if rig is not None:
+            release_rig(unreal, rig)
+        raise
     finally:
-        if capture_actor is not None:
-            actors.destroy_actor(capture_actor)
-        for target in (color_target, depth_target, probe_target):
-            unreal.RenderingLibrary.release_render_target2d(target)
+        if rig is None:
+            if capture_actor is not None:
+                actors.destroy_actor(capture_actor)
+            for target in (color_target, depth_target, probe_target):
+                unreal.RenderingLibrary.release_render_target2d(target)
 
     if not color_png:
         raise buffers.CaptureProblem("Unreal wrote no color image for the capture (render target export failed).")
@@ -166,6 +190,18 @@ def capture(unreal, view: camera_math.CameraView, width: int, height: int, setti
     probe = buffers.depth_stats(buffers.depth_from_linear_colors(probe_colors), probe_w, probe_h,
                                 max_depth_cm=settings.max_depth_cm)
     return Capture(width, height, color_png, depth_exr, probe.far, probe)
+
+
+def release_rig(unreal, rig: dict) -> None:
+    """Destroy a kept capture actor and release its targets (live mode's end, or another frame size)."""
+    actor = rig.pop("actor", None)
+    targets = rig.pop("targets", ())
+    rig.pop("size", None)
+    if actor is not None:
+        actors: unreal.EditorActorSubsystem = unreal.get_editor_subsystem(unreal.EditorActorSubsystem)
+        actors.destroy_actor(actor)
+    for target in targets:
+        unreal.RenderingLibrary.release_render_target2d(target)
 
 
 def make_target(unreal, world: unreal.World, width: int, height: int, target_format, clear_red: float):

@@ -32,11 +32,15 @@ class EngineAdapter(EnginePort):
     def resolve_view(self, source, settings):
         return engine_capture.resolve_view(self.unreal, source, settings)
 
-    def capture(self, view, width, height, settings):
+    def capture(self, view, width, height, settings, rig=None):
         # never capture our own result planes or projections: the server would get our last image back
         planes = engine_results.find_planes(self.unreal) + engine_projection.find_projections(self.unreal)
         return engine_capture.capture(self.unreal, view, width, height, settings, hidden_actors=planes,
-                                      temp_dir=self.temp_dir)
+                                      temp_dir=self.temp_dir, rig=rig)
+
+    def live_capture(self, view, width, height, settings):
+        """Live frames reuse one capture actor for the whole session (see engine_capture.capture's rig)."""
+        return self.capture(view, width, height, settings, rig=self._live_state.setdefault("rig", {}))
 
     def apply_result(self, job: PendingJob, result: Result) -> str:
         image = result.image
@@ -127,7 +131,10 @@ class EngineAdapter(EnginePort):
                                       image.data, image.encoding, self.temp_dir)
 
     def end_live(self):
-        engine_live.remove_plane(self.unreal, self._live_state)
+        try:
+            engine_capture.release_rig(self.unreal, self._live_state.pop("rig", {}))
+        finally:
+            engine_live.remove_plane(self.unreal, self._live_state)
 
     def sequence_cuts(self):
         sequence = engine_sequence.open_sequence(self.unreal)
