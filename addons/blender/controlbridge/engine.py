@@ -29,6 +29,7 @@ ENGINE_ID = "CONTROLBRIDGE"
 CONNECT_TIMEOUT = 5.0
 CAPTURE_SCENE_PREFIX = "ControlBridge capture of "
 PUMP_INTERVAL = 0.05
+CANCELLED = "Cancelled"
 
 
 class RenderFailed(Exception):
@@ -78,10 +79,15 @@ class ControlBridgeRenderEngine(bpy.types.RenderEngine):
         scene = depsgraph.scene.original
         try:
             frame = _render_frame(self, scene, depsgraph.view_layer.name)
-        except RenderFailed as exc:
-            _state.error = _state.line = str(exc)
-            self.report({"ERROR"}, str(exc))
-            self.error_set(str(exc))
+        except Exception as exc:  # noqa: BLE001 - every failure is the render's one-line report
+            line = str(exc) if isinstance(exc, RenderFailed) else _one_line(f"{type(exc).__name__}: {exc}")
+            if line == CANCELLED:   # Esc: the artist knows, the render just stops
+                _state.error, _state.line = "", line
+                self.report({"WARNING"}, line)
+                return
+            _state.error = _state.line = line
+            self.report({"ERROR"}, line)
+            self.error_set(line)
             return
         _state.error = ""
         _state.line = (f"Frame {frame.frame}: {frame.width}x{frame.height}, seed {frame.seed}"
@@ -103,7 +109,7 @@ def _render_frame(engine, scene, view_layer_name: str) -> Frame:
         except ControlBridgeError as exc:
             raise RenderFailed(_one_line(exc)) from None
         if engine.test_break():
-            raise RenderFailed("Cancelled")
+            raise RenderFailed(CANCELLED)
         engine.update_stats("ControlBridge", f"Frame {number}: capturing ({p.capture_engine}) ...")
         images, meta = _on_main(engine, lambda: _capture_copy(scene, view_layer_name, capture.options_from_props(p)))
         previous = _state.last(scene.name)
@@ -144,7 +150,7 @@ def _run(engine, client, settings, images, number, width, height) -> Result:
         if engine.test_break() and not cancelled:
             cancelled = True
             if job_id is None:
-                raise RenderFailed("Cancelled")   # not accepted yet: the connection closes, the server drops it
+                raise RenderFailed(CANCELLED)   # not accepted yet: the connection closes, the server drops it
             client.cancel(job_id)
             engine.update_stats("ControlBridge", f"Frame {number}: cancelling ...")
         event = client.next_event(timeout=0.1)
@@ -163,7 +169,7 @@ def _run(engine, client, settings, images, number, width, height) -> Result:
         elif job_id is None or getattr(event, "job_id", None) != job_id:
             continue
         elif isinstance(event, Cancelled):
-            raise RenderFailed("Cancelled")
+            raise RenderFailed(CANCELLED)
         elif isinstance(event, Progress) and not cancelled:
             if event.total:
                 engine.update_progress(event.step / event.total)
@@ -210,7 +216,7 @@ def _on_main(engine, fn):
     while not done.wait(0.05):
         if engine.test_break():
             box["abandoned"] = True   # the pump skips it if it has not started
-            raise RenderFailed("Cancelled")
+            raise RenderFailed(CANCELLED)
     if "error" in box:
         raise RenderFailed(_one_line(box["error"]))
     return box["value"]
