@@ -195,3 +195,23 @@ def test_a_different_aspect_is_said_once_in_cli_and_accepted(server, scene_files
               [image_file_attachment("color", color)], on_event=events.append, timeout=120)
     accepted = [e for e in events if isinstance(e, Accepted)]
     assert [a.notice for a in accepted] == [notice[len("note: "):]]
+
+
+def test_the_o_copy_reruns_on_its_own_and_a_missing_input_is_named(server, scene_files, tmp_path, capsys):  # item 11
+    import shutil
+    color, npy, _ = scene_files
+    shot = tmp_path / "shots" / "shot.png"
+    assert run_cli("generate", "--url", server.url, "--color", color, "--depth", npy, "--prompt", "a castle",
+                   "--steps", "3", "--seed", "5", "-o", shot) == 0
+    assert sorted(p.name for p in (tmp_path / "shots" / "shot.inputs").iterdir()) == ["color.png", "depth.npy"]
+    shutil.rmtree(server.server.config.output_dir)       # the server's copy and its inputs are gone
+    again = tmp_path / "again.png"
+    assert run_cli("generate", "--url", server.url, "--from-png", shot, "-o", again) == 0
+    assert np.array_equal(np.asarray(Image.open(shot)), np.asarray(Image.open(again)))
+
+    (tmp_path / "shots" / "shot.inputs" / "depth.npy").unlink()
+    capsys.readouterr()
+    assert run_cli("generate", "--url", server.url, "--from-png", shot, "-o", tmp_path / "x.png") == 1
+    err = capsys.readouterr().err
+    assert f"input 'depth' of {shot} is missing: expected at {tmp_path / 'shots' / 'shot.inputs' / 'depth.npy'} " \
+           f"(beside it) or {tmp_path / 'shots'}/" in err, err

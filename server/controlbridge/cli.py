@@ -326,8 +326,12 @@ def _run_and_save(url, token, jobs, output: Path, client_name: str = "") -> int:
             told.add(text)
             bar.message(f"note: {text}")
 
+    from .server.outputs import inputs_folder, save_inputs
     with Client(url, token, client_name or f"controlbridge-cli {__version__}") as client:
-        requests = {client.submit(settings, images): settings for settings, images in jobs}
+        requests, sent = {}, {}     # request id -> its settings, its images
+        for settings, images in jobs:
+            request_id = client.submit(settings, images)
+            requests[request_id], sent[request_id] = settings, images
         jobs_of_mine = {}    # job id -> its settings
         while len(written) < expected:
             event = client.next_event(timeout=None)
@@ -348,6 +352,8 @@ def _run_and_save(url, token, jobs, output: Path, client_name: str = "") -> int:
                            step=event.step, steps=event.total)
             elif isinstance(event, Result) and event.request_id in requests:
                 path = output if expected == 1 else output.with_name(f"{output.stem}_{len(written) + 1:03d}.png")
+                # Its inputs beside it, as the server keeps them: `--from-png` re-runs this copy on its own.
+                save_inputs(inputs_folder(path), {image.name: image for image in sent[event.request_id]})
                 path.write_bytes(event.image.data)
                 written.append(path)
                 bar.end()

@@ -23,6 +23,7 @@ from ..engine.acceleration import accelerate, warm_up
 from ..engine.control_inputs import control_capabilities
 from ..engine.model_manager import ModelManager, default_budget
 from ..engine.models import LoadedModel, load_model
+from ..library.hashing import model_file, prefetch
 from ..library.scan import default_roots, own_models_dir, scan
 from ..engine.samplers import SAMPLERS
 from .config import ServerConfig
@@ -44,6 +45,7 @@ class ControlBridgeServer:
             if config.ray:    # the workers own the devices: the front end's copy only names and checks
                 config = replace(config, model=replace(config.model, device="cpu"))
         self.models = load_models(config, model, log)
+        prefetch(model_file(self.models, self.models.default_name))   # its sha256 for results, in the background
         model = self.models.get(None, log)
         self.scheduler = FairScheduler()
         self.offer = ServerOffer(self.models, config.limits, fast_decode=model.taesd is not None)

@@ -19,6 +19,7 @@ from ..engine.control_inputs import check_inputs, is_map_name, route
 from ..engine.generate import HIRES_BUILTIN, JobInputs
 from ..engine.model_manager import ModelManager, WrongFamily
 from ..engine.resolution import center_crop_box
+from ..library.hashing import model_file, prefetch
 from ..library.scan import LibraryError
 from ..engine.samplers import SAMPLERS, step_limit
 from ..engine.stream_batch import stream_batch_problem
@@ -151,6 +152,8 @@ def check_models(s: JobSettings, models: ModelManager) -> None:
     if family == "flux" and s.hires is not None and s.hires.upscaler == "latent":
         raise _fail(ErrorCode.OUT_OF_RANGE, "latent hires upscale is not available for FLUX (its latents are "
                                             "packed); use lanczos or an upscale model")
+    # A checkpoint's sha256 (result metadata) is read while the job waits and loads, not on the device thread.
+    prefetch(model_file(models, s.model or models.default_name))
 
 
 def _check_size(what: str, width: int, height: int, limits: Limits) -> None:

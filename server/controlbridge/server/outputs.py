@@ -23,10 +23,12 @@ from PIL import Image
 from controlbridge_protocol import ImageAttachment, JobSettings
 
 from ..imaging.codecs import encode_image, read_png_text
-from ..library.hashing import file_sha256
+from ..library.hashing import known_sha256
+from .comfy_graph import comfy_prompt
 
 METADATA_KEY = "controlbridge"        # PNG text chunk with the job as JSON
 A1111_KEY = "parameters"              # the line other tools (A1111, Civitai) read
+COMFY_KEY = "prompt"                  # the job as a ComfyUI API graph: dropping the PNG on ComfyUI opens it
 METADATA_FORMAT = 1
 _EXTENSIONS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp", "exr": ".exr", "raw_rgba8": ".png", "raw_f32": ".npy"}
 
@@ -51,15 +53,9 @@ def save_job(output_dir: Path, job_id: str, settings: JobSettings, model, out, a
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     stem = f"{safe_prefix(settings.filename_prefix)}_{stamp}_{settings.seed}_{job_id}"
     result_path = _inside(output_dir, output_dir / f"{stem}.png")
-    inputs_dir = _inside(output_dir, output_dir / f"{stem}.inputs")
+    inputs_dir = _inside(output_dir, inputs_folder(result_path))
     inputs_dir.mkdir()
-
-    inputs = {}
-    for name, att in attachments.items():
-        path = inputs_dir / f"{name}{_EXTENSIONS[att.encoding]}"
-        _write_atomic(path, _input_bytes(att))
-        inputs[name] = {"file": f"{inputs_dir.name}/{path.name}", "encoding": att.encoding,
-                        "width": att.width, "height": att.height, "far": att.far}
+    inputs = save_inputs(inputs_dir, attachments)
     metadata = job_metadata(job_id, settings, model, out, inputs, model_path)
     # What each ControlNet saw (working size), as ComfyUI shows a preprocessor's output: for checking, not re-runs.
     for name, pixels in out.control_images.items():
@@ -70,6 +66,25 @@ def save_job(output_dir: Path, job_id: str, settings: JobSettings, model, out, a
     return SavedJob(result_path, metadata)
 
 
+def inputs_folder(png_path: Path) -> Path:
+    """Where a result's inputs are kept: `<stem>.inputs/` beside it (the server's copy and a client's copy alike)."""
+    png_path = Path(png_path)
+    return png_path.with_name(f"{png_path.stem}.inputs")
+
+
+def save_inputs(inputs_dir: Path, attachments: Dict[str, ImageAttachment]) -> dict:
+    """The attachments as received, one file each in `inputs_dir`; their metadata entries (name -> file...)."""
+    inputs_dir = Path(inputs_dir)
+    inputs_dir.mkdir(exist_ok=True)
+    inputs = {}
+    for name, att in attachments.items():
+        path = inputs_dir / f"{name}{_EXTENSIONS[att.encoding]}"
+        _write_atomic(path, _input_bytes(att))
+        inputs[name] = {"file": f"{inputs_dir.name}/{path.name}", "encoding": att.encoding,
+                        "width": att.width, "height": att.height, "far": att.far}
+    return inputs
+
+
 def result_png(settings: JobSettings, model, out) -> bytes:
     """The result PNG with its settings embedded, for a client when saving it failed (no inputs on disk)."""
     return _png(out.image, settings, job_metadata("", settings, model, out, {}, None))
@@ -77,7 +92,7 @@ def result_png(settings: JobSettings, model, out) -> bytes:
 
 def job_metadata(job_id: str, settings: JobSettings, model, out, inputs: dict, model_path: Optional[Path]) -> dict:
     described = dict(model.describe(), device=str(model.device), dtype=model.dtype_name,
-                     sha256=file_sha256(model_path) if model_path else None)
+                     sha256=known_sha256(model_path))
     return {"format": METADATA_FORMAT, "job_id": job_id, "created": datetime.datetime.now().isoformat(),
             "settings": settings.to_dict(), "model": described, "working_size": list(out.working_size),
             "size": [int(out.image.shape[1]), int(out.image.shape[0])], "inputs": inputs,
@@ -96,7 +111,8 @@ def software_versions() -> dict:
 
 
 def _png(image: np.ndarray, settings: JobSettings, metadata: dict) -> bytes:
-    text = {METADATA_KEY: json.dumps(metadata), A1111_KEY: a1111_parameters(settings, metadata["model"], image.shape)}
+    text = {METADATA_KEY: json.dumps(metadata), A1111_KEY: a1111_parameters(settings, metadata["model"], image.shape),
+            COMFY_KEY: json.dumps(comfy_prompt(settings, metadata))}
     return encode_image(image, "png", text)
 
 
@@ -110,9 +126,14 @@ def read_job(png_path: Path) -> dict:
 
 def load_input(png_path: Path, entry: dict) -> ImageAttachment:
     """An input kept beside a result, as the attachment that was originally sent."""
-    path = Path(png_path).resolve().parent / entry["file"]
-    if not path.is_file():
-        raise FileNotFoundError(f"input {path} of {png_path} is missing; the job cannot be re-run without it")
+    # Beside this copy first (a client's `-o` copy keeps them under its own name), then where the server put them.
+    beside = inputs_folder(Path(png_path).resolve()) / Path(entry["file"]).name
+    server = Path(png_path).resolve().parent / entry["file"]
+    path = next((p for p in (beside, server) if p.is_file()), None)
+    if path is None:
+        where = beside if beside == server else f"{beside} (beside it) or {server} (the server's layout)"
+        raise FileNotFoundError(f"input '{Path(entry['file']).stem}' of {png_path} is missing: expected at {where}; "
+                                f"the job cannot be re-run without it")
     encoding, w, h = entry["encoding"], entry["width"], entry["height"]
     name = Path(entry["file"]).stem
     if encoding == "raw_f32":
@@ -130,7 +151,8 @@ def a1111_parameters(settings: JobSettings, model: dict, shape) -> str:
     cns = ", ".join(f"{n} {c.weight:g} ({c.start:g}-{c.end:g})" for n, c in settings.controlnets.items())
     lines.append(f"Steps: {settings.steps}, Sampler: {settings.sampler}, CFG scale: {settings.cfg:g}, "
                  f"Seed: {settings.seed}, Size: {shape[1]}x{shape[0]}, Model: {model.get('name')}, "
-                 f"Denoising strength: {settings.denoise:g}, ControlNet: {cns or 'none'}")
+                 f"Denoising strength: {settings.denoise:g}, ControlNet: {cns or 'none'}"
+                 + (f", Model hash: {model['sha256'][:10]}" if model.get("sha256") else ""))   # A1111's short hash
     return "\n".join(lines)
 
 
