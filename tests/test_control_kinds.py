@@ -31,6 +31,17 @@ def write_tiny_union(tiny_sdxl, folder: Path) -> Path:
     return folder
 
 
+def write_tiny_flux_union(folder: Path) -> Path:
+    """A random-weight FLUX union ControlNet (num_mode control types) shaped for the tiny FLUX."""
+    from controlbridge.library.tiny_families import _FLUX_DIMS, _flux_controlnet
+    plain = _flux_controlnet(6)
+    torch.manual_seed(6)
+    union = type(plain)(in_channels=64, num_mode=7, **_FLUX_DIMS)
+    union.load_state_dict(plain.state_dict(), strict=False)   # the tiny one's non-zero output projections
+    union.save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory):
     from controlbridge.engine.tiny_model import ensure_tiny_model
@@ -39,6 +50,7 @@ def models_dir(tmp_path_factory):
     for kind in KINDS:   # random weights in each kind's file; the library tells the kind from the name
         shutil.copytree(ensure_tiny_model().controlnets["depth"], models / "controlnet" / f"tiny-{kind}")
     write_tiny_union(ensure_tiny_family("sdxl"), models / "controlnet" / "tiny-union-sdxl")
+    write_tiny_flux_union(models / "controlnet" / "tiny-union-flux")
     return models
 
 
@@ -131,3 +143,22 @@ def test_a_union_controlnet_runs_in_the_mode_the_job_names(kinds_server):
     assert not np.array_equal(pixels["as_depth"], pixels["as_normal"])      # and the mode reaches the network
     assert not np.array_equal(pixels["as_depth"], pixels["mixed"])
     assert failed.value.code == ErrorCode.OUT_OF_RANGE and "openpose" in str(failed.value)
+
+
+def test_a_flux_union_controlnet_takes_its_mode_beside_a_plain_one(kinds_server):
+    def job(**nets):
+        return quick_settings(model="tiny-flux", cfg=3.5, negative_prompt="", controlnets=nets)
+
+    union = "tiny-union-flux"
+    with Client(kinds_server.url) as c:
+        runs = {name: decode_png(c.run(job(**nets), blockout_images(W, H)).image.data) for name, nets in {
+            "as_depth": dict(depth=ControlNetSettings(1.0, model=union)),
+            "again": dict(depth=ControlNetSettings(1.0, model=union, mode="depth")),
+            "as_tile": dict(depth=ControlNetSettings(1.0, model=union, mode="tile")),
+            "mixed": dict(depth=ControlNetSettings(1.0, model=union), canny=ControlNetSettings(0.8))}.items()}
+        with pytest.raises(JobFailed) as failed:       # FLUX union models have no normal mode
+            c.run(job(depth=ControlNetSettings(1.0, model=union, mode="normal")), blockout_images(W, H))
+    assert np.array_equal(runs["as_depth"], runs["again"])
+    assert not np.array_equal(runs["as_depth"], runs["as_tile"])
+    assert not np.array_equal(runs["as_depth"], runs["mixed"])
+    assert failed.value.code == ErrorCode.OUT_OF_RANGE and "low_quality" in str(failed.value)

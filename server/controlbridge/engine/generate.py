@@ -15,6 +15,7 @@ from ..imaging.estimators import estimate
 from .models import LoadedModel
 from .pipelines import build_pipeline, new_scheduler
 from .previews import latent_preview
+from .union import flux_control_mode
 from .resolution import center_crop_box, working_size
 
 
@@ -131,7 +132,8 @@ def control_arguments(settings: JobSettings, maps: Dict[str, np.ndarray], family
             "control_guidance_start": [c.start for c in cns],
             "control_guidance_end": [c.end for c in cns]}
     if family == "flux":
-        args["control_mode"] = [None] * len(names)   # plain (not union) ControlNets; required for several
+        # A union ControlNet's control type (plain ones ignore theirs); the list is required for several.
+        args["control_mode"] = [flux_control_mode(n, settings.controlnets[n]) for n in names]
         if len(names) == 1:
             args = {k: v[0] for k, v in args.items()}
     return args

@@ -1,8 +1,9 @@
-"""Union ControlNets (ControlNet++, xinsir's controlnet-union-sdxl): one network, a control mode per use.
+"""Union ControlNets (ControlNet++, xinsir's controlnet-union-sdxl; FLUX union): one network, a mode per use.
 
-A union model is told which kind of map it gets (its "control type"). Each use of one in a job is wrapped as an
+A union model is told which kind of map it gets (its "control type"). Each SDXL use of one in a job is wrapped as an
 ordinary ControlNet in one mode, so it mixes with plain ControlNets in the same pipeline (diffusers' union pipeline
-takes union models only) and its weight/start/end work as for any other.
+takes union models only) and its weight/start/end work as for any other. FLUX pipelines take a mode per ControlNet
+themselves (`flux_control_mode`).
 """
 from typing import Dict, Optional
 
@@ -13,14 +14,18 @@ SDXL_UNION_MODES: Dict[str, int] = {
     "openpose": 0, "depth": 1, "softedge": 2, "scribble": 2, "canny": 3, "lineart": 3, "mlsd": 3, "normal": 4,
     "seg": 5, "tile": 6, "inpaint": 7,
 }
-UNION_MODES = {"sdxl": SDXL_UNION_MODES}
+# FLUX union ControlNets (InstantX / Shakker-Labs FLUX.1-dev-ControlNet-Union(-Pro)), in their model cards' order.
+FLUX_UNION_MODES: Dict[str, int] = {
+    "canny": 0, "tile": 1, "depth": 2, "blur": 3, "openpose": 4, "gray": 5, "low_quality": 6,
+}
+UNION_MODES = {"sdxl": SDXL_UNION_MODES, "flux": FLUX_UNION_MODES}
 
 
 def union_mode_problem(family: str, mode: str) -> Optional[str]:
     """None when a union ControlNet of `family` can run in `mode`, else one line saying why not."""
     modes = UNION_MODES.get(family)
     if modes is None:
-        return f"union ControlNets run with SDXL models here (ControlNet++), not {family}"
+        return f"union ControlNets run with SDXL and FLUX models, not {family}"
     if mode not in modes:
         return f"a union ControlNet has no {mode!r} mode; use one of {', '.join(modes)} (controlnets.<name>.mode)"
     return None
@@ -33,6 +38,11 @@ def mode_problem(name: str, cn, family: str, variant: Optional[str]) -> Optional
     if cn.mode is not None:
         return f"controlnets.{name}.mode is for union ControlNets; {cn.model or 'the ' + name + ' ControlNet'} is not one"
     return None
+
+
+def flux_control_mode(name: str, cn) -> Optional[int]:
+    """The FLUX pipeline's `control_mode` entry for this ControlNet: a union one's index (plain ones ignore it)."""
+    return FLUX_UNION_MODES.get(cn.mode or name)
 
 
 def is_union(net) -> bool:

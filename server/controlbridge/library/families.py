@@ -346,7 +346,7 @@ def detect_diffusers_folder(path) -> Detection:
     if cls in ("ControlNetModel", "ControlNetUnionModel"):
         return Detection(CONTROLNET, (sd_family,), "diffusers", "union" if "Union" in cls else None)
     if cls.startswith("FluxControlNet") or cls.startswith("FluxMultiControlNet"):
-        return Detection(CONTROLNET, (FLUX,), "diffusers")
+        return Detection(CONTROLNET, (FLUX,), "diffusers", "union" if config.get("num_mode") else None)
     if cls == "UNet2DConditionModel":
         return Detection(DIFFUSION_MODEL, (sd_family,), "diffusers")
     if cls == "FluxTransformer2DModel":
