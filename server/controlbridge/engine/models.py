@@ -133,7 +133,12 @@ def model_family(pipe) -> str:
 def load_controlnet(source: str, family: str, dtype, device):
     """A ControlNet for `family` from a diffusers folder, a hub id or a single original-layout file."""
     from diffusers import ControlNetModel, FluxControlNetModel
-    if os.path.isfile(source):       # lllyasviel / ComfyUI single files, with the shipped architecture config
+
+    from ..library.families import read_header
+    if os.path.isfile(source) and family == "sdxl" and "task_embedding" in read_header(source).shapes:
+        from .union import load_union_file   # xinsir's ControlNet++ single file (diffusers layout)
+        controlnet = load_union_file(source, dtype)
+    elif os.path.isfile(source):       # lllyasviel / ComfyUI single files, with the shipped architecture config
         from ..library.single_file import load_single_file_controlnet
         controlnet = load_single_file_controlnet(source, family, dtype)
     else:

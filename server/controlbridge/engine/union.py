@@ -49,6 +49,32 @@ def is_union(net) -> bool:
     return type(net).__name__ == "ControlNetUnionModel"
 
 
+def load_union_file(path, dtype=None):
+    """xinsir's ControlNet++ as ComfyUI users keep it: one safetensors file in diffusers' key layout and no config.
+    The network is the shipped SDXL ControlNet's; the union part's sizes (how many control types: 6, or 8 for
+    ProMax) are read from the weights."""
+    from diffusers import ControlNetUnionModel
+    from safetensors.torch import load_file
+
+    from ..library.families import NotAModel
+    from ..library.single_file import CONFIG_ROOT
+    state = load_file(str(path))
+    task = state.get("task_embedding")
+    if task is None or "spatial_ch_projs.weight" not in state:
+        raise NotAModel(f"{path}: not a union ControlNet (no task_embedding / spatial_ch_projs)")
+    config = dict(ControlNetUnionModel.load_config(CONFIG_ROOT / "sdxl" / "controlnet"))
+    config.update(num_control_type=task.shape[0], num_trans_channel=task.shape[1],
+                  num_proj_channel=state["spatial_ch_projs.weight"].shape[0],
+                  num_trans_layer=len({k.split(".")[1] for k in state if k.startswith("transformer_layes.")}))
+    with torch.device("meta"):
+        net = ControlNetUnionModel.from_config(config)
+    missing, _ = net.load_state_dict(state, strict=False, assign=True)
+    if missing:
+        raise NotAModel(f"{path}: the weights do not fit the SDXL union ControlNet ({len(missing)} tensors missing, "
+                        f"e.g. {missing[0]})")
+    return net.to(dtype) if dtype is not None else net
+
+
 class UnionInMode(torch.nn.Module):
     """A union model in one control mode, called as a plain ControlNetModel is."""
 
