@@ -195,7 +195,7 @@ def test_workers_need_ray():
 def test_a_live_session_moves_only_when_its_worker_is_lost(cluster):
     from test_live import LIVE, frames
     slow_live = LIVE.replace(steps=40, denoise=1.0)
-    clips = frames(4, 160, 96)
+    clips = frames(4, 256, 256)         # a frame of a few seconds: caught while it renders
     with Client(cluster.url) as c:
         wait_for_workers(c, idle=2)
 

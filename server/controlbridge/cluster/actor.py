@@ -52,7 +52,6 @@ class EngineActor:
         self.device = str(self.models.get(None, lambda text: None).device)
         self._sink = None               # the queue of the call in progress: one job at a time
         self._job = None
-        self.jobs_done = 0
         self.worker = DeviceWorker(self.models, _NoLiveBetweenSteps(), config.output_dir, self._emit, None)
 
     def _emit(self, client_id, message) -> None:
@@ -62,7 +61,7 @@ class EngineActor:
 
     def info(self) -> dict:
         return {"name": self.name, "node": socket.gethostname(), "pid": os.getpid(), "device": self.device,
-                "models": self.models.loaded_names(), "jobs_done": self.jobs_done}
+                "models": self.models.loaded_names()}
 
     def cancel(self, job_id: str) -> None:
         job = self._job
@@ -104,7 +103,6 @@ class EngineActor:
             pass          # the frame's result never came: the front end sees the call end without it
         finally:
             self._sink = self._job = None
-        self.jobs_done += 0 if job.live else 1
         yield ("done", self.models.loaded_names())
 
 

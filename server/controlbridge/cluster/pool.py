@@ -27,7 +27,8 @@ from ..server.worker import DeviceWorker
 
 log = logging.getLogger("controlbridge.cluster")
 READY_TIMEOUT_S = 900          # a worker loading a large model on a cold node
-RETRY_PAUSE_S = 2.0            # between attempts to bring a lost worker back
+RETRY_PAUSE_S = 2.0            # between attempts to bring a lost worker back, doubling up to the max
+MAX_RETRY_PAUSE_S = 60.0
 LOCAL_OBJECT_STORE_BYTES = 200 * 2**20   # --ray auto: job inputs and results pass through it, one at a time
 ENV_PREFIXES = ("CONTROLBRIDGE_", "HF_", "HUGGINGFACE_", "TRANSFORMERS_", "DIFFUSERS_")
 
@@ -46,6 +47,7 @@ class _Slot:
     info: dict = field(default_factory=dict)
     jobs_done: int = 0
     restarts: int = 0
+    failures: int = 0              # starts that failed in a row
 
     @property
     def up(self) -> bool:
@@ -119,7 +121,11 @@ class ClusterWorker(DeviceWorker):
     def _slot_loop(self, slot: _Slot) -> None:
         while not self.scheduler.closed:
             if not slot.up and not self._bring_up(slot):
-                time.sleep(RETRY_PAUSE_S)
+                # a worker that cannot start (no free GPU, a model missing on its node) is retried, less often
+                end = time.monotonic() + min(MAX_RETRY_PAUSE_S, RETRY_PAUSE_S * 2 ** min(slot.failures, 5))
+                while time.monotonic() < end and not self.scheduler.closed:
+                    time.sleep(0.5)
+                slot.failures += 1
                 continue
             job = self.scheduler.take(timeout=1.0, runnable=lambda j: self._fits(slot, j))
             if job is None:
@@ -153,13 +159,18 @@ class ClusterWorker(DeviceWorker):
                        "max_concurrency": 4}   # run, cancel and info at once
             slot.actor = ray.remote(EngineActor).options(**options).remote(self.config, slot.name, self._env)
         try:
-            info = ray.get(slot.actor.info.remote(), timeout=READY_TIMEOUT_S)
+            ready, end = slot.actor.info.remote(), time.monotonic() + READY_TIMEOUT_S
+            while not ray.wait([ready], timeout=2)[0]:       # the model loads; a shutdown need not wait for it
+                if self.scheduler.closed or time.monotonic() > end:
+                    raise TimeoutError(f"not ready after {time.monotonic() - end + READY_TIMEOUT_S:.0f} s")
+            info = ray.get(ready)
         except Exception as e:  # noqa: BLE001 - any failure to come up: try a fresh actor later
-            log.warning("worker %s did not start: %s", slot.name, _first_line(e))
+            if not self.scheduler.closed:
+                log.warning("worker %s did not start: %s", slot.name, _first_line(e))
             self._drop_actor(slot)
             return False
         with self._lock:
-            slot.info, slot.models, slot.state = info, list(info["models"]), "idle"
+            slot.info, slot.models, slot.state, slot.failures = info, list(info["models"]), "idle", 0
         self.log_line(f"worker {slot.name} ready on {info['node']} ({info['device']}, pid {info['pid']})")
         self.scheduler.wake()
         return True
