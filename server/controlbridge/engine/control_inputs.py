@@ -36,11 +36,9 @@ def source_of(name: str, settings: JobSettings, sent: Collection[str]) -> Option
     cn = settings.controlnets[name]
     if cn.input is not None:
         return cn.input
-    if name in settings.estimate:
-        return None
-    if name in sent:
+    if name in sent:       # (raw depth with an estimator named: the engines run the estimator)
         return name
-    if name == "canny":
+    if name == "canny" or name in settings.estimate:
         return None
     return "color" if name == "tile" else name
 
