@@ -139,22 +139,27 @@ def test_overdue_attachments_are_dropped(make_server):                     # ite
     peer.close()
 
 
-def test_a_client_that_never_reads_is_closed(make_server):                 # item 1
-    server = make_server(limits=Limits(max_outbox_bytes=2 * 2**20))
-    with Client(server.url) as c:
-        result = c.run(quick_settings(steps=1), blockout_images(512, 512), timeout=120)
-    port = port_of(server)
+def never_reading_client(server, job_id: str, requests: int = 300) -> socket.socket:
+    """A client with a tiny receive buffer that asks for a saved result `requests` times and never reads."""
     proto = ClientProtocol(parse_uri(server.url))
-    sock = socket.create_connection(("127.0.0.1", port))
+    sock = socket.create_connection(("127.0.0.1", port_of(server)))
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     proto.send_request(proto.connect())
     sock.sendall(b"".join(proto.data_to_send()))
     proto.receive_data(sock.recv(65536))
     for frame in encode(Hello(1, "never-reads")):
         proto.send_text(frame.encode())
-    for i in range(300):
-        proto.send_text(json.dumps({"type": "history_get", "request_id": str(i), "job_id": result.job_id}).encode())
+    for i in range(requests):
+        proto.send_text(json.dumps({"type": "history_get", "request_id": str(i), "job_id": job_id}).encode())
     sock.sendall(b"".join(proto.data_to_send()))
+    return sock
+
+
+def test_a_client_that_never_reads_is_closed(make_server):                 # item 1
+    server = make_server(limits=Limits(max_outbox_bytes=2 * 2**20))
+    with Client(server.url) as c:
+        result = c.run(quick_settings(steps=1), blockout_images(512, 512), timeout=120)
+    sock = never_reading_client(server, result.job_id)
     transport = server.server.transport
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and any(c.client_name == "never-reads" for c in transport.connections.values()):
