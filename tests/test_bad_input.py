@@ -5,7 +5,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from controlbridge_protocol import Client, ErrorCode, ImageAttachment, JobFailed, Welcome
+from controlbridge_protocol import Client, ErrorCode, HiresSettings, ImageAttachment, JobFailed, Welcome
 from controlbridge_protocol.framing import encode
 from controlbridge_protocol.messages import Generate, Hello
 from helpers import blockout_images, quick_settings
@@ -109,6 +109,13 @@ def test_job_level_bad_inputs(client, server):
         (quick_settings(steps=1000), images, ErrorCode.OUT_OF_RANGE, "between 1 and 150"),
         (quick_settings(denoise=1.5), images, ErrorCode.OUT_OF_RANGE, "denoise"),
         (quick_settings(sampler="lcm", steps=40, denoise=0.5), images, ErrorCode.OUT_OF_RANGE, "at most 25 steps"),
+        # img2img runs int(steps x denoise): zero steps used to fail deep in diffusers as `internal`
+        (quick_settings(steps=1, denoise=0.5), images, ErrorCode.OUT_OF_RANGE,
+         "steps is 1; at denoise 0.5 img2img runs int(steps x denoise) = 0 steps: use at least 2 steps"),
+        (quick_settings(steps=4, hires=HiresSettings(denoise=0.2, steps=2)), images, ErrorCode.OUT_OF_RANGE,
+         "hires.steps is 2; at hires.denoise 0.2 img2img runs int(steps x denoise) = 0 steps: use at least 5"),
+        (quick_settings(steps=3, hires=HiresSettings(denoise=0.1)), images, ErrorCode.OUT_OF_RANGE,
+         "steps is 3; at hires.denoise 0.1 img2img runs int(steps x denoise) = 0 steps: use at least 10"),
         (quick_settings(sampler="k_lms_magic"), images, ErrorCode.UNKNOWN_SAMPLER, "euler_a"),
         (quick_settings(controlnets={"openpose": quick_settings().controlnets["depth"]}), images,
          ErrorCode.UNKNOWN_CONTROLNET, "'openpose'"),

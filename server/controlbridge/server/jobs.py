@@ -77,6 +77,7 @@ def check_settings(s: JobSettings, offer: ServerOffer) -> None:
                     f"unknown sampler {s.sampler!r}; use one of {', '.join(SAMPLERS)}")
     _check_range("steps", s.steps, 1, offer.limits.max_steps)
     _check_range("denoise", s.denoise, 0.01, 1.0)
+    _check_runs_a_step("steps", s.steps, "denoise", s.denoise)
     limit = step_limit(s.sampler, s.denoise)
     if limit is not None and s.steps > limit:
         raise _fail(ErrorCode.OUT_OF_RANGE, f"steps is {s.steps}; the {s.sampler} sampler runs at most {limit} "
@@ -104,6 +105,8 @@ def check_settings(s: JobSettings, offer: ServerOffer) -> None:
         _check_range("hires.scale", s.hires.scale, 1.0, 4.0)
         _check_range("hires.denoise", s.hires.denoise, 0.01, 1.0)
         _check_range("hires.steps", s.hires.steps, 0, offer.limits.max_steps)
+        _check_runs_a_step("hires.steps" if s.hires.steps else "steps", s.hires.steps or s.steps, "hires.denoise",
+                           s.hires.denoise)
     for role, estimator in s.estimate.items():
         problem = unavailable_reason(estimator)
         if problem:
@@ -154,6 +157,16 @@ def check_models(s: JobSettings, models: ModelManager) -> None:
                                             "packed); use lanczos or an upscale model")
     # A checkpoint's sha256 (result metadata) is read while the job waits and loads, not on the device thread.
     prefetch(model_file(models, s.model or models.default_name))
+
+
+def _check_runs_a_step(steps_name: str, steps: int, denoise_name: str, denoise: float) -> None:
+    """img2img runs int(steps x denoise) steps: none at all fails deep in diffusers, so say it here."""
+    if int(steps * denoise) < 1:
+        enough = math.ceil(1 / denoise)
+        while int(enough * denoise) < 1:     # float rounding: 1 / 0.1 * 0.1 may fall short of 1
+            enough += 1
+        raise _fail(ErrorCode.OUT_OF_RANGE, f"{steps_name} is {steps}; at {denoise_name} {denoise:g} img2img runs "
+                                            f"int(steps x denoise) = 0 steps: use at least {enough} steps")
 
 
 def _check_size(what: str, width: int, height: int, limits: Limits) -> None:
