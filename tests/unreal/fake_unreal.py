@@ -671,6 +671,13 @@ class LevelSequenceEditorBlueprintLibrary(Object):
 
     @classmethod
     @_recorded
+    def open_level_sequence(cls, level_sequence):
+        w = _world()
+        w.sequence, w.sequence_time = level_sequence, level_sequence.get_playback_start()
+        return True
+
+    @classmethod
+    @_recorded
     def set_current_time(cls, new_frame):
         w = _world()
         w.sequence_time = new_frame

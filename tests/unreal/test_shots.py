@@ -102,7 +102,7 @@ class ShotEngine(FakeEngine):
         super().__init__()
         self.cuts, self.playhead, self.views, self.kept, self.sheets = cuts, playhead, [], [], []
 
-    def sequence_cuts(self):
+    def sequence_cuts(self, settings):
         if isinstance(self.cuts, Exception):
             raise self.cuts
         return "SEQ", self.cuts, self.playhead

@@ -97,3 +97,22 @@ def test_sequence_problems_are_one_message(started):
     editor.open_sequence("Empty", (0, 100), [(0, 50, None)])        # a cut whose camera binding is broken
     plugin.generate_shots()
     assert "frame 0 has no camera bound" in editor.messages[-1] and editor.tasks == []
+    settings_with(p, shot_sequence="/Game/Cinematics/Nope.Nope")
+    plugin.generate_shots()
+    assert "/Game/Cinematics/Nope.Nope is not a Level Sequence" in editor.messages[-1] and editor.tasks == []
+
+
+def test_a_sequence_chosen_in_the_settings_is_opened(started):
+    """Not the one open in Sequencer: the asset named in Settings > Shot Sequence."""
+    editor, ue, server, p = started
+    camera = editor.add_cine_camera(label="CamZ", select=False)
+    chosen = editor.open_sequence("SEQ_Other", (10, 20), [(10, 20, camera)])
+    editor.assets["/Game/Cinematics/SEQ_Other.SEQ_Other"] = chosen
+    editor.open_sequence("SEQ_Open", (0, 5), [(0, 5, None)])         # what Sequencer shows now (broken)
+    settings_with(p, shot_sequence="/Game/Cinematics/SEQ_Other.SEQ_Other")
+    plugin.generate_shots()
+    task = pump_until_finished(editor, 0)
+    assert task.finished is True, task.texts
+    assert editor.sequence is chosen
+    assert "/Game/ControlBridge/Shots/SEQ_Other/T_CB_SEQ_Other_010_CamZ_f0010.T_CB_SEQ_Other_010_CamZ_f0010" \
+        in editor.assets

@@ -61,7 +61,7 @@ class EnginePort:
                         image: Any) -> bool: raise NotImplementedError
     def end_live(self) -> None: ...
     # Level Sequence shots
-    def sequence_cuts(self) -> Any: raise NotImplementedError   # (sequence name, [shots.Cut], playhead frame)
+    def sequence_cuts(self, settings: PluginSettings) -> Any: raise NotImplementedError   # (name, [Cut], playhead)
     def shot_view(self, cut: Any, frame: int) -> CameraView: raise NotImplementedError
     def set_sequence_frame(self, frame: int) -> None: ...
     def apply_shot_result(self, run: Any, item: Any, result: Result) -> Any: raise NotImplementedError
@@ -258,7 +258,7 @@ class Controller:
             return False
         settings = self.get_settings().validated()
         try:
-            name, cuts, playhead = self.engine.sequence_cuts()
+            name, cuts, playhead = self.engine.sequence_cuts(settings)
             if render_range:
                 cut = (shots.choose_cut(cuts, settings.shot_range_cut) if settings.shot_range_cut
                        else shots.cut_at(cuts, playhead))

@@ -67,6 +67,7 @@ def define(unreal) -> PluginClasses:
         live_sampler = unreal.uproperty(str, meta=_meta("live_sampler"))
         live_max_side = unreal.uproperty(int, meta=_meta("live_max_side"))
         live_interval_s = unreal.uproperty(float, meta=_meta("live_interval_s"))
+        shot_sequence = unreal.uproperty(str, meta=_meta("shot_sequence"))
         shot_every_nth = unreal.uproperty(int, meta=_meta("shot_every_nth"))
         shot_range_cut = unreal.uproperty(str, meta=_meta("shot_range_cut"))
 

@@ -16,8 +16,16 @@ if TYPE_CHECKING:   # for annotations only: the module itself is always passed i
     import unreal
 
 
-def open_sequence(unreal):
-    """The Level Sequence open in Sequencer (its root sequence)."""
+def open_sequence(unreal, asset_path: str = ""):
+    """The Level Sequence to take shots from: the asset at `asset_path` (opened in Sequencer, so its bindings
+    resolve and its playhead can move), or with no path the one open in Sequencer (its root sequence)."""
+    if asset_path:
+        assets: unreal.EditorAssetSubsystem = unreal.get_editor_subsystem(unreal.EditorAssetSubsystem)
+        asset = assets.load_asset(asset_path) if assets.does_asset_exist(asset_path) else None
+        if not isinstance(asset, unreal.LevelSequence):
+            raise UserError(f"{asset_path} is not a Level Sequence (Settings > Shot Sequence: copy its reference "
+                            "from the Content Browser, or leave it empty for the one open in Sequencer).")
+        unreal.LevelSequenceEditorBlueprintLibrary.open_level_sequence(asset)
     sequence: unreal.LevelSequence = unreal.LevelSequenceEditorBlueprintLibrary.get_current_level_sequence()
     if sequence is None:
         raise UserError("Open a Level Sequence in Sequencer first (double-click it in the Content Browser), then "

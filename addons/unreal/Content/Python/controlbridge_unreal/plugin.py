@@ -136,8 +136,8 @@ class EngineAdapter(EnginePort):
         finally:
             engine_live.remove_plane(self.unreal, self._live_state)
 
-    def sequence_cuts(self):
-        sequence = engine_sequence.open_sequence(self.unreal)
+    def sequence_cuts(self, settings: settings_model.PluginSettings):
+        sequence = engine_sequence.open_sequence(self.unreal, settings.shot_sequence)
         name, sections, playback = engine_sequence.read_cuts(self.unreal, sequence)
         return name, shots.enumerate_cuts(sections, playback, name), engine_sequence.current_frame(self.unreal)
 

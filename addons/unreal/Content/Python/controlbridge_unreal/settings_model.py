@@ -71,6 +71,8 @@ FIELDS: tuple[Field, ...] = (
           64, 2048),
     Field("live_interval_s", float, 0.25, "Live", "Least time between two live frames (seconds); a frame is only "
           "captured when the camera or the level changed.", 0.05, 10.0),
+    Field("shot_sequence", str, "", "Sequence", "Level Sequence asset to take shots from (e.g. "
+          "/Game/Cinematics/SEQ_Main.SEQ_Main; it is opened in Sequencer); empty = the one open in Sequencer."),
     Field("shot_every_nth", int, 0, "Sequence", "Generate Level Sequence shots: 0 = each camera cut's start "
           "frame; N = every Nth frame of each cut. Same settings and seed for all.", 0, 10000),
     Field("shot_range_cut", str, "", "Sequence", "Render shot range: the cut to render frame by frame (its number, "
@@ -108,6 +110,7 @@ class PluginSettings:
     live_sampler: str = "lcm"
     live_max_side: int = 512
     live_interval_s: float = 0.25
+    shot_sequence: str = ""
     shot_every_nth: int = 0
     shot_range_cut: str = ""
 
