@@ -145,8 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--hires-upscaler", default="lanczos", help="lanczos, latent, or a model from upscale_models/")
     g.add_argument("-o", "--output", type=Path, required=True, help="where to write the result PNG")
 
-    m = sub.add_parser("models", formatter_class=_ShowDefaults, help="list what a running server can use: checkpoints, ControlNets, LoRAs "
-                                      "(with trigger words), VAEs, upscalers, samplers, and files it skipped")
+    m = sub.add_parser("models", formatter_class=_ShowDefaults,
+                       help="list what a running server can use: checkpoints, ControlNets, LoRAs "
+                            "(with trigger words), VAEs, upscalers, samplers, and files it skipped")
     m.add_argument("--url", default=DEFAULT_URL, help="the server")
     m.add_argument("--token", default=os.environ.get("CONTROLBRIDGE_TOKEN"))
     m.add_argument("--json", action="store_true", help="print the server's own listing as JSON")
