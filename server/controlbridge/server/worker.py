@@ -55,6 +55,9 @@ class DeviceWorker:
                 return
             try:
                 self.run_job(job)
+            except Exception as e:  # noqa: BLE001 - a bug in one job must not end this thread: every later job would wait forever
+                log.error("job %s failed:\n%s", job.id, traceback.format_exc())
+                self.emit(job.client_id, JobError(ErrorCode.INTERNAL, _explain(e), job.id, job.request_id))
             finally:
                 self.scheduler.finish(job)
 
