@@ -8,7 +8,8 @@ import time
 
 import numpy as np
 import pytest
-import ray  # noqa: F401 - controlbridge[cluster], in the test extra: missing is a failure, not a skip
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")   # before ray is imported: loopback only (pool.py)
+import ray  # noqa: E402 F401 - controlbridge[cluster], in the test extra: missing is a failure, not a skip
 
 from controlbridge_protocol import Accepted, Client, JobError, LiveResult, Progress, Result
 from helpers import blockout_images, decode_png, quick_settings
@@ -253,3 +254,30 @@ def test_workers_take_jobs_in_one_fair_order():
     assert scheduler.take(0, lambda j: True).id == "b0"
     scheduler.requeue(scheduler.take(0, lambda j: True))   # a worker lost a2: it goes back first in a's queue
     assert scheduler.snapshot("a")["your_jobs"] == ["a2"]
+
+
+def test_serve_ray_auto_keeps_its_ray_on_loopback(spawn_server, monkeypatch):
+    # Ray has no authentication: a raylet or GCS on the machine's network address would let anyone run code here.
+    # The spawned server gets no help from this module's environment: it must choose loopback itself.
+    import re
+    import subprocess
+    monkeypatch.delenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", raising=False)
+    server = spawn_server("--ray", "auto", "--workers", "1")
+    with Client(server.url) as c:
+        wait_for_workers(c, idle=1)
+    family = {server.process.pid}
+    for _ in range(4):          # the server's children, theirs, ...: Ray's GCS, raylet and worker processes
+        for stat in os.listdir("/proc"):
+            try:
+                fields = open(f"/proc/{stat}/stat").read().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[1]) in family:
+                family.add(int(stat))
+    listening = []
+    for line in subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True).stdout.splitlines():
+        pids = {int(p) for p in re.findall(r"pid=(\d+)", line)}
+        if pids & (family - {server.process.pid}):
+            listening.append(line.split()[3])
+    assert len(listening) >= 3, listening            # GCS, raylet, workers: Ray did start
+    assert all(a.rsplit(":", 1)[0] in ("127.0.0.1", "[::ffff:127.0.0.1]") for a in listening), listening

@@ -29,6 +29,11 @@ log = logging.getLogger("controlbridge.cluster")
 READY_TIMEOUT_S = 900          # a worker loading a large model on a cold node
 RETRY_PAUSE_S = 2.0            # between attempts to bring a lost worker back, doubling up to the max
 MAX_RETRY_PAUSE_S = 60.0
+# A local Ray (--ray auto) must listen on loopback only, like the server: Ray has no authentication, so a raylet
+# or GCS on the machine's network address would let anyone on the network run code here. Ray binds loopback when
+# its "cluster support" is off (its switch for Windows/macOS, which works on Linux too); it must be set before ray is
+# imported. Joining a cluster (--ray ADDRESS) leaves it alone: that is what `ray start` on each host is for.
+LOOPBACK_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 LOCAL_OBJECT_STORE_BYTES = 200 * 2**20   # --ray auto: job inputs and results pass through it, one at a time
 ENV_PREFIXES = ("CONTROLBRIDGE_", "HF_", "HUGGINGFACE_", "TRANSFORMERS_", "DIFFUSERS_")
 
@@ -59,6 +64,8 @@ class ClusterWorker(DeviceWorker):
 
     def __init__(self, config, models, scheduler, emit, history, log_line=print):
         super().__init__(models, scheduler, config.output_dir, emit, history)
+        if config.ray == "auto":
+            os.environ.setdefault(LOOPBACK_ONLY_ENV, "0")   # read when ray is imported, by us and every worker
         import ray     # controlbridge[cluster]
         self.ray = ray
         self.config = config
