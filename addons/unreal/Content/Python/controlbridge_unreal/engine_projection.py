@@ -14,6 +14,7 @@ from typing import List, TYPE_CHECKING
 
 from . import naming, projection
 from .engine_capture import make_rotator, make_vector
+from .engine_results import load_or_create_material
 
 if TYPE_CHECKING:   # for annotations only: the module itself is always passed in as `unreal`
     import unreal
@@ -21,14 +22,10 @@ if TYPE_CHECKING:   # for annotations only: the module itself is always passed i
 
 def ensure_projector_material(unreal):
     """Deferred decal, translucent: Emissive = the image seen through the camera, Opacity = inside its view."""
-    path = naming.object_path(naming.MATERIAL_DIR, projection.MATERIAL_NAME)
+    material, created = load_or_create_material(unreal, projection.MATERIAL_NAME)
+    if not created:
+        return material
     assets: unreal.EditorAssetSubsystem = unreal.get_editor_subsystem(unreal.EditorAssetSubsystem)
-    if assets.does_asset_exist(path):
-        return assets.load_asset(path)
-    assets.make_directory(naming.MATERIAL_DIR)
-    tools: unreal.AssetTools = unreal.AssetToolsHelpers.get_asset_tools()
-    material: unreal.Material = tools.create_asset(
-        projection.MATERIAL_NAME, naming.MATERIAL_DIR, unreal.Material, unreal.MaterialFactoryNew())
     material.set_editor_property("material_domain", unreal.MaterialDomain.MD_DEFERRED_DECAL)
     material.set_editor_property("decal_blend_mode", unreal.DecalBlendMode.DBM_TRANSLUCENT)
     material.set_editor_property("shading_model", unreal.MaterialShadingModel.MSM_UNLIT)

@@ -84,16 +84,23 @@ def tag_texture(unreal, texture, metadata: dict) -> None:
 
 # --------------------------------------------------------------------------- materials
 
-def ensure_base_material(unreal):
-    """/Game/ControlBridge/Materials/M_ControlBridge_Unlit: unlit, two-sided, Emissive = texture parameter 'Image'."""
-    path = naming.object_path(naming.MATERIAL_DIR, naming.BASE_MATERIAL_NAME)
+def load_or_create_material(unreal, name: str):
+    """The plugin's material asset `name`: (material, True when just created, so its graph is still to build)."""
+    path = naming.object_path(naming.MATERIAL_DIR, name)
     assets: unreal.EditorAssetSubsystem = unreal.get_editor_subsystem(unreal.EditorAssetSubsystem)
     if assets.does_asset_exist(path):
-        return assets.load_asset(path)
+        return assets.load_asset(path), False
     assets.make_directory(naming.MATERIAL_DIR)
     tools: unreal.AssetTools = unreal.AssetToolsHelpers.get_asset_tools()
-    material: unreal.Material = tools.create_asset(
-        naming.BASE_MATERIAL_NAME, naming.MATERIAL_DIR, unreal.Material, unreal.MaterialFactoryNew())
+    return tools.create_asset(name, naming.MATERIAL_DIR, unreal.Material, unreal.MaterialFactoryNew()), True
+
+
+def ensure_base_material(unreal):
+    """/Game/ControlBridge/Materials/M_ControlBridge_Unlit: unlit, two-sided, Emissive = texture parameter 'Image'."""
+    material, created = load_or_create_material(unreal, naming.BASE_MATERIAL_NAME)
+    if not created:
+        return material
+    assets: unreal.EditorAssetSubsystem = unreal.get_editor_subsystem(unreal.EditorAssetSubsystem)
     material.set_editor_property("shading_model", unreal.MaterialShadingModel.MSM_UNLIT)
     material.set_editor_property("two_sided", True)
     sample: unreal.MaterialExpressionTextureSampleParameter2D = unreal.MaterialEditingLibrary.create_material_expression(
