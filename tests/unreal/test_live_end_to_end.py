@@ -68,6 +68,7 @@ def test_live_frames_follow_the_viewport_and_stopping_leaves_nothing(started):
         editor.tick(0.016)
         time.sleep(0.01)
     assert len(editor.captures) == captures
+    assert session.frames_sent == 1            # nor before: our own capture actor appearing is no level change
 
     # the user flies the viewport: a new frame, on the same plane, moved in front of the new view
     editor.viewport = (ue.Vector(400.0, 0.0, 170.0), ue.Rotator(roll=0.0, pitch=-10.0, yaw=0.0))

@@ -11,7 +11,7 @@ import os
 import tempfile
 from typing import List, Optional, Sequence, TYPE_CHECKING
 
-from . import buffers, camera_math, capture_look
+from . import buffers, camera_math, capture_look, naming
 from .controller import CINE_CAMERA, VIEWPORT, UserError
 from .jobs import Capture
 from .settings_model import PluginSettings
@@ -144,6 +144,8 @@ def capture(unreal, view: camera_math.CameraView, width: int, height: int, setti
             capture_actor = actors.spawn_actor_from_class(
                 unreal.SceneCapture2D, make_vector(unreal, view.location), make_rotator(unreal, view.rotation),
                 transient=True)
+            # tagged ours: live mode's check for level changes must not see its own capture actor appear
+            capture_actor.set_editor_property("tags", [unreal.Name(naming.CAPTURE_TAG)])
             if rig is not None:
                 rig.update(actor=capture_actor, targets=(color_target, depth_target, probe_target),
                            size=(width, height))

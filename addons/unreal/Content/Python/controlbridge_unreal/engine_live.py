@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Optional, Tuple, TYPE_CHECKING
 
-from . import camera_math, engine_capture, engine_results, naming
+from . import camera_math, engine_capture, engine_results, naming, projection
 from .controller import VIEWPORT, UserError
 from .engine_capture import make_rotator, make_vector
 
@@ -60,13 +60,15 @@ def stop_reason(unreal, started_in: str) -> Optional[str]:
 
 def level_signature(unreal) -> Tuple:
     """Changes when the level does, as far as a cheap look can tell: the number of actors (placed, deleted,
-    duplicated) and the transforms of the selected ones (what the user is moving). Our own planes do not count.
+    duplicated) and the transforms of the selected ones (what the user is moving). Our own actors (planes, the
+    kept capture actor, projections) do not count: their appearing is not the artist's change.
     Property edits that move nothing (a material swapped) are not seen: move the camera a little, or toggle."""
     actors: unreal.EditorActorSubsystem = unreal.get_editor_subsystem(unreal.EditorActorSubsystem)
+    ours = {naming.PLANE_TAG, naming.CAPTURE_TAG, projection.PROJECTION_TAG}
     count = 0
     for found in actors.get_all_level_actors():
         actor: unreal.Actor = found
-        if naming.PLANE_TAG not in [str(t) for t in actor.tags]:
+        if not ours.intersection(str(t) for t in actor.tags):
             count += 1
     moved = []
     for found in actors.get_selected_level_actors():

@@ -18,6 +18,7 @@ DEFAULT_TEXTURE_PATH = "/Engine/EngineResources/DefaultTexture.DefaultTexture"
 PLANE_TAG = "ControlBridgePlane"            # every result plane
 PLANE_KEY_TAG_PREFIX = "ControlBridgeFor:"  # + camera key: which camera the plane belongs to
 LIVE_TAG = "ControlBridgeLive"              # the live-mode plane (transient)
+CAPTURE_TAG = "ControlBridgeCapture"        # a capture actor (live mode keeps one for the session)
 LIVE_PLANE_LABEL = "CB_Live"
 
 METADATA_SETTINGS = "ControlBridge.Settings"   # JSON of the JobSettings the server used
