@@ -23,6 +23,7 @@ from .worker import (CancelFailed, HistoryFailed, HistoryImage, HistoryLoaded, L
 
 VIEWPORT = "viewport"
 CINE_CAMERA = "cine_camera"
+_FAILED = object()          # what _attempt returns when the action failed (and the artist was told)
 
 
 class UserError(Exception):
@@ -185,20 +186,26 @@ class Controller:
                 settings = self.get_settings().validated()
                 self.worker.fetch_history_item(settings.server_url, settings.token, entry.job_id, choice)
         elif isinstance(event, HistoryImage):
-            try:
-                summary = self.engine.apply_history(event.item, event.request, self.get_settings().validated())
-            except UserError as e:
-                self.engine.show_error(str(e))
-                return True
-            except Exception as e:  # noqa: BLE001
-                self.engine.log(traceback.format_exc())
-                self.engine.show_error(f"ControlBridge could not re-apply the result: {type(e).__name__}: {e}")
-                return True
-            self.last_summary = summary
-            self.engine.log(f"ControlBridge: re-applied {summary}")
+            summary = self._attempt("re-apply the result", lambda: self.engine.apply_history(
+                event.item, event.request, self.get_settings().validated()))
+            if summary is not _FAILED:
+                self.last_summary = summary
+                self.engine.log(f"ControlBridge: re-applied {summary}")
         else:
             return False
         return True
+
+    def _attempt(self, what: str, action: Callable[[], Any]) -> Any:
+        """An engine action the artist asked for: its result, or _FAILED once the artist has been told why
+        (a UserError in its own words; anything else as 'could not <what>', its traceback in the log)."""
+        try:
+            return action()
+        except UserError as e:
+            self.engine.show_error(str(e))
+        except Exception as e:  # noqa: BLE001 - a bug must still end in one readable message, not a stack trace
+            self.engine.log(traceback.format_exc())
+            self.engine.show_error(f"ControlBridge could not {what}: {type(e).__name__}: {e}")
+        return _FAILED
 
     def _already_running(self) -> None:
         self.engine.show_error("A ControlBridge generation is already running. "
@@ -224,14 +231,9 @@ class Controller:
 
     def project_last(self) -> bool:
         """Project the newest result onto the level from the camera that captured it."""
-        try:
-            summary = self.engine.project_last(self.get_settings().validated())
-        except UserError as e:
-            self.engine.show_error(str(e))
-            return False
-        except Exception as e:  # noqa: BLE001
-            self.engine.log(traceback.format_exc())
-            self.engine.show_error(f"ControlBridge could not project the result: {type(e).__name__}: {e}")
+        summary = self._attempt("project the result",
+                                lambda: self.engine.project_last(self.get_settings().validated()))
+        if summary is _FAILED:
             return False
         self.engine.log(f"ControlBridge: {summary}")
         return True
