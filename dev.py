@@ -12,13 +12,18 @@ Each is (re)installed only when its requirements changed.
 """
 import hashlib
 import os
+import platform
 import subprocess
 import sys
 import venv
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
-TORCH = "torch==2.13.0"      # on these machines a local CPU build; on a user's Linux box the CUDA build
+# torch and its matching torchvision, installed first on their own so pip picks the right builds. torchvision is
+# needed by controlnet_aux (the estimators) and spandrel (the upscalers). On these x86_64 machines the pair is a
+# local CUDA build that also runs on the CPU; on a user's Linux box the same line gives the CUDA build.
+TORCH = {"aarch64": ["torch==2.9.1", "torchvision==0.24.1"]}.get(
+    platform.machine().lower(), ["torch==2.14.1", "torchvision==0.29.1"])
 BLENDER_REQUIREMENTS = ["bpy==5.0.1", "pytest>=8"]
 # Headless bpy renders EEVEE / Workbench and runs `gpu` only with an EGL driver: Mesa's (software on a machine
 # without a GPU). The Blender tests exercise those capture paths, so `test` installs these on Debian as root (CI).
@@ -46,8 +51,8 @@ def ensure_venv(path: Path, installs: list, fingerprint: str) -> Path:
 
 
 def server_env() -> Path:
-    fingerprint = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + TORCH.encode()).hexdigest()
-    return ensure_venv(ROOT / ".venv", [[TORCH], ["-e", ".[test]"]], fingerprint)
+    fingerprint = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + " ".join(TORCH).encode()).hexdigest()
+    return ensure_venv(ROOT / ".venv", [TORCH, ["-e", ".[test]"]], fingerprint)
 
 
 def blender_env() -> Path:
