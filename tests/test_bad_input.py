@@ -123,7 +123,7 @@ def test_job_level_bad_inputs(client, server):
         (quick_settings(model="../../etc/passwd"), images, ErrorCode.UNKNOWN_MODEL, "passwd"),
         (quick_settings(width=9000, height=9000), images, ErrorCode.LIMIT_EXCEEDED, "limits"),
         (quick_settings(width=512), images, ErrorCode.BAD_MESSAGE, "both width and height"),
-        (quick_settings(estimate={"depth": "midas"}), color_only, ErrorCode.UNAVAILABLE, "controlbridge[estimators]"),
+        (quick_settings(estimate={"depth": "midas"}), color_only, ErrorCode.UNAVAILABLE, "weights could not be loaded"),
         (quick_settings(estimate={"depth": "x-ray"}), color_only, ErrorCode.UNAVAILABLE, "unknown estimator"),
     ]
     for settings, imgs, code, words in cases:

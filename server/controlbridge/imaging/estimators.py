@@ -19,6 +19,11 @@ ESTIMATORS: Dict[str, Tuple[str, str]] = {
     "softedge": ("HEDdetector", "softedge"),
 }
 _loaded: Dict[str, object] = {}
+
+
+class EstimatorUnavailable(RuntimeError):
+    """An estimator that cannot load here (its weights are neither local nor reachable): the job fails with
+    `unavailable` and this message, not as an internal error."""
 _lock = threading.Lock()
 
 
@@ -39,7 +44,11 @@ def estimate(name: str, rgb: np.ndarray) -> np.ndarray:
     from PIL import Image
     with _lock:
         if name not in _loaded:
-            _loaded[name] = getattr(controlnet_aux, ESTIMATORS[name][0]).from_pretrained(ANNOTATORS)
+            try:
+                _loaded[name] = getattr(controlnet_aux, ESTIMATORS[name][0]).from_pretrained(ANNOTATORS)
+            except OSError as e:   # offline and not cached: huggingface_hub's errors are OSErrors
+                raise EstimatorUnavailable(f"the {name} estimator's weights could not be loaded from {ANNOTATORS} "
+                                           f"(offline, or not in the hub cache): {e}") from e
     h, w = rgb.shape[:2]
     out = _loaded[name](Image.fromarray(rgb), output_type="pil").convert("RGB").resize((w, h), Image.BILINEAR)
     return np.asarray(out, dtype=np.float32) / 255.0

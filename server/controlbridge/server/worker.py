@@ -17,6 +17,7 @@ from ..engine.generate import HIRES_BUILTIN, JobCancelled, JobResources, generat
 from ..engine.live_engine import LiveEngine
 from ..engine.model_manager import ModelManager
 from ..imaging.codecs import encode_image, to_attachment
+from ..imaging.estimators import EstimatorUnavailable
 from .history import History
 from .jobs import Job
 from .live_encoder import LiveEncoder
@@ -104,6 +105,10 @@ class DeviceWorker:
         except JobCancelled:
             log_job(job, settings, started, "cancelled")
             self.emit(job.client_id, Cancelled(job.id))
+            return None
+        except EstimatorUnavailable as e:
+            log_job(job, settings, started, f"error {ErrorCode.UNAVAILABLE}")
+            self.emit(job.client_id, JobError(ErrorCode.UNAVAILABLE, str(e), job.id, job.request_id))
             return None
         except Exception as e:  # noqa: BLE001 - one failed job must not stop the worker
             log.error("job %s failed:\n%s", job.id, traceback.format_exc())
