@@ -10,6 +10,6 @@ from .images import ENCODINGS, SCALAR_ENCODINGS, ImageAttachment
 from .messages import (PROTOCOL_VERSION, Accepted, Cancel, Cancelled, Capabilities, Disconnected, Generate, Hello,
                        HistoryEntry, HistoryGet, HistoryItem, HistoryPage, HistoryRequest, JobError, LiveFrame,
                        LiveReady, LiveResult, LiveSkipped, LiveStart, LiveStop, Ping, Pong, Progress, Result, Welcome)
-from .settings import RANDOM_SEED, ControlNetSettings, HiresSettings, JobSettings, LoraSettings
+from .settings import RANDOM_SEED, ControlNetSettings, HiresSettings, JobSettings, LoraSettings, StyleSettings
 
 __version__ = "0.1.0"

@@ -33,6 +33,9 @@ class Capabilities:
     library: Dict[str, List[dict]] = field(default_factory=dict)
     # {"kinds": ControlNet kinds, "passes": attachments a DCC sends, "union_modes": {family: [...]}, "estimators"}
     control: Dict[str, object] = field(default_factory=dict)
+    # Style reference: {"families": [...], "adapters": [{"name", "family", "image_encoder"}],
+    # "image_encoders": [{"name", "kind"}]}; adapters empty: none in the library's ipadapter/ folder.
+    style: Dict[str, object] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

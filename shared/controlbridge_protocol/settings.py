@@ -70,6 +70,22 @@ class HiresSettings:
         return cls(**typed_fields(cls, d, where))
 
 
+@dataclass
+class StyleSettings:
+    """Style reference (IP-Adapter): the job's `style` attachment steers the look, so every shot keeps one style."""
+
+    weight: float = 0.6                # 0..2; how strongly the reference image steers the result
+    model: Optional[str] = None        # an IP-Adapter from the library's ipadapter/; None: the first that fits
+    image_encoder: Optional[str] = None  # a CLIP vision model from clip_vision/; None: the one the adapter needs
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: object, where: str = "style") -> "StyleSettings":
+        return cls(**typed_fields(cls, d, where))
+
+
 def _default_controlnets() -> Dict[str, ControlNetSettings]:
     return {"depth": ControlNetSettings(), "canny": ControlNetSettings()}
 
@@ -104,6 +120,7 @@ class JobSettings:
     # Live frames only: consecutive frames' steps batched into one model call (more frames/s on a GPU, each shown
     # N-1 frames late for N run steps); needs the ddim or ddim_trailing sampler and cfg 1. Jobs ignore it.
     stream_batch: bool = False
+    style: Optional[StyleSettings] = None  # style reference; the image is the job's `style` attachment
 
     def replace(self, **changes) -> "JobSettings":
         return dataclasses.replace(self, **changes)
@@ -116,7 +133,7 @@ class JobSettings:
         if not isinstance(d, dict):
             raise ProtocolError(ErrorCode.BAD_MESSAGE, "'settings' must be a JSON object")
         d = dict(d)
-        nested = {key: d.pop(key) for key in ("controlnets", "loras", "hires", "estimate") if key in d}
+        nested = {key: d.pop(key) for key in ("controlnets", "loras", "hires", "estimate", "style") if key in d}
         values = typed_fields(cls, d, "settings", skip=set(nested))
         if "controlnets" in nested:
             if not isinstance(nested["controlnets"], dict):
@@ -137,6 +154,8 @@ class JobSettings:
             values["estimate"] = dict(estimate)
         if nested.get("hires") is not None:
             values["hires"] = HiresSettings.from_dict(nested["hires"], "settings.hires")
+        if nested.get("style") is not None:
+            values["style"] = StyleSettings.from_dict(nested["style"], "settings.style")
         if "prompt" not in values:
             raise ProtocolError(ErrorCode.BAD_MESSAGE, "settings.prompt is required (it may be empty)")
         return cls(**values)
