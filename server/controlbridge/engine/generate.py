@@ -188,14 +188,20 @@ def run_pass(pipe, model, settings, prompts, image, strength, steps, maps, on_st
              between_steps=None):
     """One pass of the pipeline; returns float images (np) or latents."""
 
+    # FLUX pipelines default to 1024² whatever the image: give them the working size (also to unpack previews).
+    size = {"width": image.width, "height": image.height} if model.family == "flux" and \
+        isinstance(image, Image.Image) else {}
+
     def step_end(pipe_, i, t, tensors):
         if is_cancelled():
             raise JobCancelled()
         if on_step is not None:
             step = i + 1
             want_preview = settings.preview_every > 0 and step % settings.preview_every == 0 and \
-                model.family != "flux"          # FLUX latents are packed: no cheap preview yet
-            preview = latent_preview(tensors["latents"], model.family, model.taesd) if want_preview else None
+                (size or model.family != "flux")     # packed FLUX latents unpack only at a known size
+            preview = latent_preview(tensors["latents"], model.family, model.taesd,
+                                     (size["width"], size["height"]) if size else None,
+                                     pipe_.vae_scale_factor) if want_preview else None
             on_step(step, pipe_.num_timesteps, preview, stage)
         if between_steps is not None and i + 1 < pipe_.num_timesteps:
             between_steps()
@@ -207,7 +213,7 @@ def run_pass(pipe, model, settings, prompts, image, strength, steps, maps, on_st
         out = pipe(**prompts, image=image, strength=strength, num_inference_steps=steps,
                    guidance_scale=settings.cfg, generator=generator,
                    callback_on_step_end=step_end, callback_on_step_end_tensor_inputs=["latents"],
-                   output_type=output_type, **control_arguments(settings, maps, model.family)).images
+                   output_type=output_type, **size, **control_arguments(settings, maps, model.family)).images
     if is_cancelled():
         raise JobCancelled()
     return out
