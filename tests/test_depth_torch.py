@@ -17,6 +17,9 @@ def scenes():
     yield "far plane", z, 70.0
     yield "flat", np.full((8, 8), 5, np.float32), None
     yield "nothing hit", np.full((8, 8), np.nan, np.float32), None
+    frame = rng.uniform(1, 80, (540, 960)).astype(np.float32)     # above 65536 pixels: the range from a grid
+    frame[:50] = 1e10
+    yield "grid range", frame, None
 
 
 @pytest.mark.parametrize("name,depth,far", list(scenes()), ids=[s[0] for s in scenes()])
