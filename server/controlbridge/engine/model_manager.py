@@ -13,7 +13,7 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
-from ..library.families import CHECKPOINT, CONTROLNET
+from ..library.families import CHECKPOINT, CONTROLNET, DIFFUSION_MODEL, FLUX
 from ..library.scan import Entry, Library, LibraryError
 from .control_inputs import KINDS
 from .union import UnionInMode, is_union
@@ -61,7 +61,7 @@ class ModelManager:
 
     def describe_library(self) -> Dict[str, List[dict]]:
         listing = {kind: [e.describe() for e in self.library.list(kind)]
-                   for kind in ("controlnet", "lora", "vae", "upscaler")}
+                   for kind in ("controlnet", "lora", "vae", "upscaler", "text_encoder")}
         listing["problems"] = [p.describe() for p in self.library.problems]
         return listing
 
@@ -75,6 +75,11 @@ class ModelManager:
         if entry.family is None:
             raise LibraryError(f"cannot tell which family {name!r} belongs to "
                                f"({', '.join(entry.families) or 'no known layout'})")
+        if entry.family == FLUX and entry.kind == DIFFUSION_MODEL and entry.path.is_file():
+            # A FLUX transformer file loads with text encoders and an autoencoder from the library: say which one
+            # is missing, and where it goes, before the job is accepted rather than when it loads.
+            from ..library.flux_single_file import require_companions
+            require_companions(entry.path, self.library.roots)
         return entry.family
 
     def resolve(self, name: str, kind: str, family: str) -> Entry:

@@ -117,6 +117,9 @@ def load_model(spec: ModelSpec, log: Callable[[str], None] = print, models_dirs=
 
     if family == "flux":          # 2x2 latent packing on top of the VAE's factor
         multiple = base.vae_scale_factor * 2
+        # FLUX's autoencoder config states its size class (1024 for FLUX.1); a single file's comes from configs/.
+        sample_size = getattr(base.vae.config, "sample_size", None)
+        native = native or (sample_size if isinstance(sample_size, int) else None)
     else:
         multiple = base.vae_scale_factor * 2 ** (len(base.unet.config.block_out_channels) - 1)
     return LoadedModel(

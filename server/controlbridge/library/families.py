@@ -24,6 +24,7 @@ CONTROLNET = "controlnet"
 LORA = "lora"
 VAE = "vae"
 UPSCALER = "upscaler"                # listed by the scan from upscale_models/, never detected from keys
+TEXT_ENCODER = "text_encoder"        # a text encoder alone (ComfyUI's text_encoders/ and clip/): clip_l, t5xxl
 
 # safetensors itself refuses headers over 100 MB; a bigger "header" means the file is something else.
 MAX_HEADER_BYTES = 100 * 1024 * 1024
@@ -182,6 +183,14 @@ def detect_keys(shapes: Mapping[str, Tuple[int, ...]], metadata: Optional[Mappin
     if has("conv_in.weight") and has("time_embedding.linear_1.") and has("down_blocks."):
         return Detection(DIFFUSION_MODEL, (_unet_family(shapes, label_emb=has("add_embedding.")),), "diffusers")
 
+    # A text encoder on its own, transformers' keys (ComfyUI's clip_l / t5xxl files for FLUX); before the VAE
+    # rule, since a T5 file's keys are all encoder.*.
+    if has("SelfAttention.q.weight") and has("encoder.block.0."):
+        return Detection(TEXT_ENCODER, (FLUX,), "transformers", "t5xxl")
+    if has("embeddings.token_embedding.weight") and has("encoder.layers.0.self_attn.q_proj.weight"):
+        width = (_first(shapes, "embeddings.token_embedding.weight") or (0, 0))[1]
+        return Detection(TEXT_ENCODER, () if width == 1280 else (FLUX,), "transformers",
+                         "clip_g" if width == 1280 else "clip_l")
     # A VAE on its own: encoder/decoder (+ quant convs), original or diffusers names, maybe prefixed.
     stripped = [re.sub(r"^(first_stage_model|vae)\.", "", k) for k in keys]
     if all(k.split(".")[0] in ("encoder", "decoder", "quant_conv", "post_quant_conv") for k in stripped):

@@ -27,6 +27,7 @@ from .families import (CHECKPOINT, CONTROLNET, DIFFUSION_MODEL, LORA, UPSCALER, 
 SUBFOLDERS: Dict[str, str] = {
     "checkpoints": CHECKPOINT, "diffusion_models": DIFFUSION_MODEL, "unet": DIFFUSION_MODEL,
     "controlnet": CONTROLNET, "loras": LORA, "vae": VAE, "upscale_models": UPSCALER, "diffusers": CHECKPOINT,
+    "text_encoders": fam.TEXT_ENCODER, "clip": fam.TEXT_ENCODER,    # FLUX's clip_l / t5xxl beside a transformer
 }
 # What a job may ask for -> the detected kinds that satisfy it (a UNet-only file is a base model too).
 REQUEST_KINDS: Dict[str, Tuple[str, ...]] = {

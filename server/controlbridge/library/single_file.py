@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 from typing import Dict, Iterable, Optional, Sequence
 
-from .families import CHECKPOINT, SD15, SDXL, NotAModel, detect, read_header
+from .families import CHECKPOINT, DIFFUSION_MODEL, FLUX, SD15, SDXL, NotAModel, detect, read_header
 
 CONFIG_ROOT = Path(__file__).resolve().parent / "configs"
 CLIP_TOKENIZER_DIR = "clip-vit-large-patch14"   # <models-dir>/tokenizers/<this>/ : the documented place
@@ -286,7 +286,8 @@ def check_config_dir(family: str, config_dir: Path) -> None:
 
 
 def load_single_file(path, *, config_dir=None, models_dirs: Sequence = (), dtype=None, family: Optional[str] = None):
-    """An SD1.5 or SDXL single-file checkpoint as a text-to-image pipeline, with no network access.
+    """An SD1.5 or SDXL single-file checkpoint, or a FLUX transformer file with its text encoders and autoencoder
+    found in `models_dirs` (see flux_single_file), as a text-to-image pipeline, with no network access.
 
     config_dir: a diffusers-layout folder of JSON configs (default: the shipped configs/<family>/). A diffusers
     model folder works too, its tokenizers included. models_dirs: where to look for a tokenizer (see
@@ -298,6 +299,9 @@ def load_single_file(path, *, config_dir=None, models_dirs: Sequence = (), dtype
     path = Path(path)
     detection = detect(path)
     family = family or detection.family
+    if detection.kind == DIFFUSION_MODEL and family == FLUX:     # ComfyUI's FLUX: the transformer + companions
+        from .flux_single_file import load_flux_single_file
+        return load_flux_single_file(path, config_dir=config_dir, models_dirs=models_dirs, dtype=dtype)
     if detection.kind != CHECKPOINT or family not in (SD15, SDXL):
         what = f"a {detection.family or 'unknown-family'} {detection.kind}"
         raise NotAModel(f"{path}: {what}, not an SD1.5 or SDXL checkpoint that loads as one file "
