@@ -138,7 +138,7 @@ def _enum(name: str, *values: str):
     return type(name, (), {v: _EnumValue(name, v) for v in values})
 
 
-SceneCaptureSource = _enum("SceneCaptureSource", "SCS_FINAL_COLOR_LDR", "SCS_SCENE_DEPTH")
+SceneCaptureSource = _enum("SceneCaptureSource", "SCS_FINAL_COLOR_LDR", "SCS_SCENE_DEPTH", "SCS_NORMAL")
 TextureRenderTargetFormat = _enum("TextureRenderTargetFormat", "RTF_RGBA8", "RTF_RGBA16F", "RTF_R32F")
 CameraProjectionMode = _enum("CameraProjectionMode", "PERSPECTIVE", "ORTHOGRAPHIC")
 AttachmentRule = _enum("AttachmentRule", "KEEP_RELATIVE", "KEEP_WORLD", "SNAP_TO_TARGET")
@@ -946,7 +946,12 @@ class ImageWriteBlueprintLibrary(Object):
     @_recorded
     def export_to_disk(cls, texture, filename, options):
         """ImageWriteQueue: a float16 render target written as a half-float RGBA EXR, values untouched. The
-        stand-in supports what the plugin relies on - a blocking (async_ False) EXR export of RTF_RGBA16F."""
+        stand-in supports what the plugin relies on - a blocking (async_ False) EXR export of RTF_RGBA16F, and a
+        texture asset's image written as PNG."""
+        if isinstance(texture, Texture2D) and options.format is DesiredImageFormat.PNG and options.async_ is False:
+            with open(filename, "wb") as fh:
+                fh.write(texture.png)
+            return
         if options.format is not DesiredImageFormat.EXR or options.async_ is not False:
             raise AssertionError(f"the fake writes blocking EXR exports only, got {options!r}")
         if texture.format is not TextureRenderTargetFormat.RTF_RGBA16F:
@@ -1183,9 +1188,19 @@ def make_rgba_png(rows) -> bytes:
             + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
 
 
+def _capture_forward(capture: SceneCaptureComponent2D) -> tuple:
+    r = capture.owner.root_component.rotation
+    p, y = math.radians(r.pitch), math.radians(r.yaw)
+    return (math.cos(p) * math.cos(y), math.cos(p) * math.sin(y), math.sin(p))
+
+
 def default_scene(capture: SceneCaptureComponent2D, width: int, height: int, source: _EnumValue) -> list:
     """A greybox seen from the camera: sky in the top third, a floor getting nearer towards the bottom,
-    a box in the middle. Depth in cm; sky = 65504 (fp16 saturation)."""
+    a box in the middle. Depth in cm; sky = 65504 (fp16 saturation). World normals (SCS_Normal, signed, what
+    the GBuffer holds): the floor faces world up, the box's front faces the camera, the sky has a cleared
+    GBuffer's normal (not zero: the plugin must tell background by depth)."""
+    facing = tuple(-c for c in _capture_forward(capture)) if source is SceneCaptureSource.SCS_NORMAL else None
+    sky_normal = (-0.57735, -0.57735, -0.57735)
     out = []
     for y in range(height):
         for x in range(width):
@@ -1198,7 +1213,10 @@ def default_scene(capture: SceneCaptureComponent2D, width: int, height: int, sou
                 col = (90, 90, 90)
                 if width // 3 <= x < 2 * width // 3 and height // 3 <= y < 3 * height // 4:
                     depth, col = 800.0, (200, 80, 60)
-            if source is SceneCaptureSource.SCS_SCENE_DEPTH:
+            if source is SceneCaptureSource.SCS_NORMAL:
+                n = sky_normal if depth >= FP16_MAX else (facing if depth == 800.0 else (0.0, 0.0, 1.0))
+                out.append(LinearColor(n[0], n[1], n[2], 0.0))
+            elif source is SceneCaptureSource.SCS_SCENE_DEPTH:
                 out.append(LinearColor(depth, 0.0, 0.0, 1.0))
             else:
                 out.append(Color(r=col[0], g=col[1], b=col[2], a=0))

@@ -11,9 +11,9 @@ import os
 import tempfile
 from typing import List, Optional, Sequence, TYPE_CHECKING
 
-from . import buffers, camera_math, capture_look, naming
+from . import buffers, camera_math, capture_look, naming, normals, style
 from .controller import CINE_CAMERA, VIEWPORT, UserError
-from .jobs import Capture
+from .jobs import Capture, wants_normals
 from .settings_model import PluginSettings
 
 if TYPE_CHECKING:   # for annotations only: the module itself is always passed in as `unreal`
@@ -119,13 +119,18 @@ def capture(unreal, view: camera_math.CameraView, width: int, height: int, setti
 
     `rig` (live mode): a dict that keeps the capture actor and its targets between calls - moved to each new view
     instead of spawned, its view state (temporal history, eye adaptation) carried from frame to frame, so only
-    its first capture needs the warm-up frames. release_rig() ends it; an error releases it too."""
+    its first capture needs the warm-up frames. release_rig() ends it; an error releases it too.
+
+    Normals (a normal ControlNet on): SCS_Normal (the GBuffer's world normal, signed) into RGBA16F, read back with
+    the full depth and turned into the camera-space map in normals.py; the style image (Settings > Style Image) is
+    read or exported as it is named."""
     editor: unreal.UnrealEditorSubsystem = unreal.get_editor_subsystem(unreal.UnrealEditorSubsystem)
     actors: unreal.EditorActorSubsystem = unreal.get_editor_subsystem(unreal.EditorActorSubsystem)
     world: unreal.World = editor.get_editor_world()
     probe_w, probe_h = buffers.probe_size(width, height)
-    if rig is not None and rig.get("size") != (width, height):
-        release_rig(unreal, rig)                     # another frame size: new targets
+    with_normals = wants_normals(settings)
+    if rig is not None and rig.get("size") != (width, height, with_normals):
+        release_rig(unreal, rig)                     # another frame size (or normals on/off): new targets
     fresh = rig is None or rig.get("actor") is None
     if fresh:
         color_target: unreal.TextureRenderTarget2D = make_target(
@@ -135,10 +140,13 @@ def capture(unreal, view: camera_math.CameraView, width: int, height: int, setti
                                    buffers.FP16_MAX)
         probe_target = make_target(unreal, world, probe_w, probe_h, unreal.TextureRenderTargetFormat.RTF_RGBA16F,
                                    buffers.FP16_MAX)
+        normal_target = (make_target(unreal, world, width, height, unreal.TextureRenderTargetFormat.RTF_RGBA16F, 0.0)
+                         if with_normals else None)
         capture_actor = None
     else:
-        color_target, depth_target, probe_target = rig["targets"]
+        color_target, depth_target, probe_target, normal_target = rig["targets"]
         capture_actor = rig["actor"]
+    normal_rgba = None
     try:
         if capture_actor is None:
             capture_actor = actors.spawn_actor_from_class(
@@ -147,8 +155,8 @@ def capture(unreal, view: camera_math.CameraView, width: int, height: int, setti
             # tagged ours: live mode's check for level changes must not see its own capture actor appear
             capture_actor.set_editor_property("tags", [unreal.Name(naming.CAPTURE_TAG)])
             if rig is not None:
-                rig.update(actor=capture_actor, targets=(color_target, depth_target, probe_target),
-                           size=(width, height))
+                rig.update(actor=capture_actor, targets=(color_target, depth_target, probe_target, normal_target),
+                           size=(width, height, with_normals))
         scene_capture: unreal.SceneCapture2D = capture_actor
         if not fresh:
             scene_capture.set_actor_location_and_rotation(make_vector(unreal, view.location),
@@ -172,6 +180,9 @@ def capture(unreal, view: camera_math.CameraView, width: int, height: int, setti
         component.capture_scene()
         # normalize=False: the default (True) would squash centimetres into 0..1
         probe_colors = unreal.RenderingLibrary.read_render_target_raw(world, probe_target, normalize=False)
+        if normal_target is not None:
+            normal_rgba = capture_normals(unreal, world, component, view, normal_target, depth_target,
+                                          buffers.depth_far(settings.max_depth_cm))
     except BaseException:
         if rig is not None:
             release_rig(unreal, rig)
@@ -180,8 +191,9 @@ def capture(unreal, view: camera_math.CameraView, width: int, height: int, setti
         if rig is None:
             if capture_actor is not None:
                 actors.destroy_actor(capture_actor)
-            for target in (color_target, depth_target, probe_target):
-                unreal.RenderingLibrary.release_render_target2d(target)
+            for target in (color_target, depth_target, probe_target, normal_target):
+                if target is not None:
+                    unreal.RenderingLibrary.release_render_target2d(target)
 
     if not color_png:
         raise buffers.CaptureProblem("Unreal wrote no color image for the capture (render target export failed).")
@@ -191,7 +203,48 @@ def capture(unreal, view: camera_math.CameraView, width: int, height: int, setti
         raise buffers.CaptureProblem("Unreal returned no depth pixels for the capture (render target read failed).")
     probe = buffers.depth_stats(buffers.depth_from_linear_colors(probe_colors), probe_w, probe_h,
                                 max_depth_cm=settings.max_depth_cm)
-    return Capture(width, height, color_png, depth_exr, probe.far, probe)
+    style_bytes = style_image(unreal, settings.style_image, temp_dir, rig) if settings.style_image.strip() else None
+    return Capture(width, height, color_png, depth_exr, probe.far, probe, normal_rgba, style_bytes)
+
+
+def capture_normals(unreal, world: unreal.World, component: unreal.SceneCaptureComponent2D,
+                    view: camera_math.CameraView, normal_target: unreal.TextureRenderTarget2D,
+                    depth_target: unreal.TextureRenderTarget2D, far: float) -> bytes:
+    """The view's world normals (SCS_Normal), made camera-space; background told by the full depth just captured."""
+    component.set_editor_property("capture_source", unreal.SceneCaptureSource.SCS_NORMAL)
+    component.set_editor_property("texture_target", normal_target)
+    component.capture_scene()
+    world_normals = unreal.RenderingLibrary.read_render_target_raw(world, normal_target, normalize=False)
+    depth = unreal.RenderingLibrary.read_render_target_raw(world, depth_target, normalize=False)
+    if not world_normals or len(world_normals) != len(depth) or not depth:
+        raise buffers.CaptureProblem("Unreal returned no normal pixels for the capture (render target read failed).")
+    return normals.camera_normal_map(world_normals, buffers.depth_from_linear_colors(depth), view.rotation, far)
+
+
+def style_image(unreal, name: str, temp_dir: str, rig: Optional[dict] = None) -> bytes:
+    """Settings > Style Image's bytes: a file as it is, a texture asset exported to PNG by the engine's image writer.
+    Live mode keeps the last one in its rig (an asset is exported once per session, not per frame)."""
+    if rig is not None and rig.get("style", (None,))[0] == name:
+        return rig["style"][1]
+    if style.source_kind(name) == style.FILE:
+        data = style.read_file(name)
+    else:
+        assets: unreal.EditorAssetSubsystem = unreal.get_editor_subsystem(unreal.EditorAssetSubsystem)
+        found = assets.load_asset(name.strip())
+        if not isinstance(found, unreal.Texture):
+            raise buffers.CaptureProblem(f"Style Image '{name}' is not a texture asset; name a texture (or a PNG or "
+                                         "JPEG file) in ControlBridge settings.")
+        texture: unreal.Texture = found
+        options: unreal.ImageWriteOptions = unreal.ImageWriteOptions(
+            format=unreal.DesiredImageFormat.PNG, compression_quality=0, overwrite_file=True, async_=False)
+        data = export_file(temp_dir, "png", lambda folder, file: unreal.ImageWriteBlueprintLibrary.export_to_disk(
+            texture, os.path.join(folder, file), options))
+        if not data:
+            raise buffers.CaptureProblem(f"Unreal could not export the style texture {name} to PNG.")
+    style.image_size(data)        # a clear message now, not a server error later
+    if rig is not None:
+        rig["style"] = (name, data)
+    return data
 
 
 def release_rig(unreal, rig: dict) -> None:
@@ -202,8 +255,10 @@ def release_rig(unreal, rig: dict) -> None:
     if actor is not None:
         actors: unreal.EditorActorSubsystem = unreal.get_editor_subsystem(unreal.EditorActorSubsystem)
         actors.destroy_actor(actor)
+    rig.pop("style", None)
     for target in targets:
-        unreal.RenderingLibrary.release_render_target2d(target)
+        if target is not None:
+            unreal.RenderingLibrary.release_render_target2d(target)
 
 
 def make_target(unreal, world: unreal.World, width: int, height: int, target_format, clear_red: float):

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
-from controlbridge_protocol import ControlNetSettings, ImageAttachment, JobSettings
+from controlbridge_protocol import ControlNetSettings, ImageAttachment, JobSettings, StyleSettings, control_offer
 
-from . import camera_math
+from . import camera_math, style
 from .buffers import DepthStats
 from .naming import sanitize
-from .settings_model import PluginSettings
+from .settings_model import CONTROL_KINDS, PluginSettings
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,10 @@ class Capture:
     depth_exr: bytes
     far: float
     probe: DepthStats
+    # Camera-space normals as RGBA8 (normals.camera_normal_map), when a normal ControlNet is on; else None.
+    normal_rgba: Optional[bytes] = None
+    # The style reference image's file bytes (PNG/JPEG), when Settings > Style Image names one; else None.
+    style_image: Optional[bytes] = None
 
 
 def output_size(settings: PluginSettings, view: camera_math.CameraView) -> Tuple[int, int]:
@@ -42,14 +46,31 @@ def preview_interval(steps: int, denoise: float) -> int:
     return max(1, run // PREVIEWS_PER_JOB)
 
 
+def controlnets(s: PluginSettings) -> Dict[str, ControlNetSettings]:
+    """The ControlNets the artist switched on (weight > 0), each with its window and library file. Each is fed by
+    the server's default input for its name: depth and normal the capture's passes, canny edges and tile the color,
+    lineart and softedge the estimator in `estimate`."""
+    out = {}
+    for kind in CONTROL_KINDS:
+        weight = float(getattr(s, f"{kind}_weight"))
+        if weight > 0:
+            out[kind] = ControlNetSettings(weight=weight, start=float(getattr(s, f"{kind}_start")),
+                                           end=float(getattr(s, f"{kind}_end")),
+                                           model=getattr(s, f"{kind}_model").strip() or None)
+    return out
+
+
+def wants_normals(settings: PluginSettings) -> bool:
+    """The capture renders world normals only for a normal ControlNet (it costs a read-back and a pass in Python)."""
+    return settings.validated().normal_weight > 0
+
+
 def job_settings(settings: PluginSettings, width: int, height: int, camera_label: str = "") -> JobSettings:
     """The one JobSettings for a generation. A ControlNet whose weight is 0 is left out (= switched off)."""
     s = settings.validated()
-    controlnets = {}
-    if s.depth_weight > 0:
-        controlnets["depth"] = ControlNetSettings(weight=float(s.depth_weight))
-    if s.canny_weight > 0:
-        controlnets["canny"] = ControlNetSettings(weight=float(s.canny_weight))
+    nets = controlnets(s)
+    estimate = {kind: getattr(s, f"{kind}_estimator").strip() or kind
+                for kind in control_offer.ESTIMATED_KINDS if kind in nets}
     return JobSettings(
         prompt=s.prompt,
         negative_prompt=s.negative_prompt,
@@ -61,7 +82,9 @@ def job_settings(settings: PluginSettings, width: int, height: int, camera_label
         width=int(width),
         height=int(height),
         model=s.model or None,
-        controlnets=controlnets,
+        controlnets=nets,
+        estimate=estimate,
+        style=StyleSettings(weight=float(s.style_weight)) if s.style_image.strip() else None,
         result_encoding="png",
         preview_every=preview_interval(int(s.steps), float(s.denoise)),
         filename_prefix=f"unreal_{sanitize(camera_label, 'view')}" if camera_label else "unreal",
@@ -69,10 +92,15 @@ def job_settings(settings: PluginSettings, width: int, height: int, camera_label
 
 
 def attachments(capture: Capture) -> List[ImageAttachment]:
-    return [
+    images = [
         ImageAttachment.encoded("color", "png", capture.width, capture.height, capture.color_png),
         ImageAttachment.exr_depth("depth", capture.width, capture.height, capture.depth_exr, far=capture.far),
     ]
+    if capture.normal_rgba is not None:
+        images.append(ImageAttachment.raw_rgba8("normal", capture.width, capture.height, capture.normal_rgba))
+    if capture.style_image is not None:
+        images.append(style.attachment(capture.style_image))
+    return images
 
 
 def check_against_capabilities(settings: JobSettings, capabilities) -> Optional[str]:
@@ -82,11 +110,10 @@ def check_against_capabilities(settings: JobSettings, capabilities) -> Optional[
     samplers = list(getattr(capabilities, "samplers", None) or [])
     if samplers and settings.sampler not in samplers:
         return f"The server has no sampler '{settings.sampler}'. Choose one of: {', '.join(samplers)}."
-    offered = set(getattr(capabilities, "controlnets", None) or [])
-    missing = [name for name in settings.controlnets if offered and name not in offered]
+    missing = control_offer.problems(settings, capabilities)
     if missing:
-        return (f"The server has no {', '.join(missing)} ControlNet; set its weight to 0 in ControlBridge settings "
-                f"(available: {', '.join(sorted(offered)) or 'none'}).")
+        return (f"Not on this server: {'; '.join(missing)}. Set those weights to 0, or choose what it has, in "
+                "ControlBridge settings.")
     limits = getattr(capabilities, "limits", None) or {}
     max_pixels = limits.get("max_pixels")
     if max_pixels and settings.width and settings.height and settings.width * settings.height > max_pixels:

@@ -32,6 +32,25 @@ class Field:
     secret: bool = False
 
 
+CONTROL_KINDS = ("depth", "canny", "normal", "lineart", "softedge", "tile")   # = control_offer.DCC_KINDS
+
+
+def control_fields(kind: str, weight: float, what: str, estimator: str = "") -> tuple:
+    """One ControlNet's fields: weight (0 = off), the part of the steps it acts on, the server's ControlNet file
+    (a union one runs in this kind's mode), and for maps the DCC cannot render, the estimator that makes them."""
+    out = (Field(f"{kind}_weight", float, weight, "Control", f"{what}: weight; 0 switches it off.", 0.0, 2.0),
+           Field(f"{kind}_start", float, 0.0, "Control", f"{kind.capitalize()} ControlNet acts from this fraction "
+                 "of the steps.", 0.0, 1.0),
+           Field(f"{kind}_end", float, 1.0, "Control", f"{kind.capitalize()} ControlNet acts until this fraction "
+                 "of the steps.", 0.0, 1.0),
+           Field(f"{kind}_model", str, "", "Control", f"{kind.capitalize()} ControlNet file from the server's "
+                 "library (a union / ControlNet++ file runs in this mode); empty = the model's own."))
+    if estimator:
+        out += (Field(f"{kind}_estimator", str, estimator, "Control", f"Estimator the server runs on the color "
+                      f"to make the {kind} map (one it lists, e.g. {estimator})."),)
+    return out
+
+
 FIELDS: tuple[Field, ...] = (
     Field("server_url", str, "ws://127.0.0.1:8765", "Server", "WebSocket address of the ControlBridge server."),
     Field("token", str, "", "Server", "Access token, if the server was started with --token. Stored in Saved/ControlBridge.",
@@ -44,8 +63,17 @@ FIELDS: tuple[Field, ...] = (
     Field("cfg", float, 7.0, "Sampling", "Classifier-free guidance scale.", 0.0, 30.0),
     Field("sampler", str, "euler_a", "Sampling", "Sampler name as listed by the server (e.g. euler_a, dpmpp_2m)."),
     Field("denoise", float, 0.75, "Sampling", "Denoising strength: 0 keeps the capture, 1 ignores its colors.", 0.0, 1.0),
-    Field("depth_weight", float, 1.0, "Control", "Depth ControlNet weight; 0 switches it off.", 0.0, 2.0),
-    Field("canny_weight", float, 0.5, "Control", "Canny (edges) ControlNet weight; 0 switches it off.", 0.0, 2.0),
+    *control_fields("depth", 1.0, "Depth ControlNet (the capture's SceneDepth)"),
+    *control_fields("canny", 0.5, "Canny (edges of the captured color, made by the server) ControlNet"),
+    *control_fields("normal", 0.0, "Normal ControlNet (the capture's world normals, sent camera-space)"),
+    *control_fields("lineart", 0.0, "Lineart ControlNet (lines the server's estimator draws from the color)",
+                    estimator="lineart"),
+    *control_fields("softedge", 0.0, "Soft edge ControlNet (HED/PiDiNet edges the server's estimator makes from "
+                    "the color)", estimator="softedge"),
+    *control_fields("tile", 0.0, "Tile ControlNet (the captured color itself: keeps its detail)"),
+    Field("style_image", str, "", "Style", "Style reference (IP-Adapter): a texture asset (e.g. "
+          "/Game/Refs/T_Look.T_Look) or a PNG/JPEG file whose look every generation follows; empty = off."),
+    Field("style_weight", float, 0.6, "Style", "How strongly the style image steers the result.", 0.0, 2.0),
     Field("width", int, 768, "Output", "Output width in pixels (the capture is rendered at the output size).", 64, 4096),
     Field("height", int, 512, "Output", "Output height in pixels. With 'Match Camera Aspect', the CineCamera's "
           "filmback decides the aspect and the size fits inside Width x Height.", 64, 4096),
@@ -95,7 +123,33 @@ class PluginSettings:
     sampler: str = "euler_a"
     denoise: float = 0.75
     depth_weight: float = 1.0
+    depth_start: float = 0.0
+    depth_end: float = 1.0
+    depth_model: str = ""
     canny_weight: float = 0.5
+    canny_start: float = 0.0
+    canny_end: float = 1.0
+    canny_model: str = ""
+    normal_weight: float = 0.0
+    normal_start: float = 0.0
+    normal_end: float = 1.0
+    normal_model: str = ""
+    lineart_weight: float = 0.0
+    lineart_start: float = 0.0
+    lineart_end: float = 1.0
+    lineart_model: str = ""
+    lineart_estimator: str = "lineart"
+    softedge_weight: float = 0.0
+    softedge_start: float = 0.0
+    softedge_end: float = 1.0
+    softedge_model: str = ""
+    softedge_estimator: str = "softedge"
+    tile_weight: float = 0.0
+    tile_start: float = 0.0
+    tile_end: float = 1.0
+    tile_model: str = ""
+    style_image: str = ""
+    style_weight: float = 0.6
     width: int = 768
     height: int = 512
     match_camera_aspect: bool = True

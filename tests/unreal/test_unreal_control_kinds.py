@@ -1,0 +1,167 @@
+"""More ControlNet kinds and the style reference from the Unreal plugin: the settings become the one JobSettings
+(weights, windows, library files, estimators, style), the capture sends what they need (the normal pass, the style
+image), a kind the server lacks is one clear message, and end to end the world-normal capture reaches a real
+server's normal ControlNet as the NormalBae colours it was trained on."""
+
+import shutil
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from controlbridge_protocol import Capabilities, ControlNetSettings, StyleSettings
+from controlbridge.server.outputs import read_job
+from controlbridge_unreal import jobs, plugin, settings_model
+from fake_unreal import make_png
+from ue_scene import fast_settings, synthetic_capture
+
+
+def test_each_kind_becomes_a_controlnet_with_its_window_file_and_estimator():
+    s = fast_settings(depth_weight=0.0, canny_weight=0.0, normal_weight=0.7, normal_start=0.1, normal_end=0.8,
+                      normal_model="control_v11p_sd15_normalbae.safetensors", lineart_weight=0.5,
+                      softedge_weight=0.4, softedge_estimator="pidinet", tile_weight=0.3, tile_model="  ")
+    job = jobs.job_settings(s, 64, 48)
+    assert job.controlnets == {
+        "normal": ControlNetSettings(0.7, 0.1, 0.8, model="control_v11p_sd15_normalbae.safetensors"),
+        "lineart": ControlNetSettings(0.5), "softedge": ControlNetSettings(0.4), "tile": ControlNetSettings(0.3)}
+    assert job.estimate == {"lineart": "lineart", "softedge": "pidinet"}   # defaults to the kind's own estimator
+    assert job.style is None
+    assert jobs.wants_normals(s) and not jobs.wants_normals(fast_settings())
+    assert jobs.job_settings(fast_settings(), 64, 48).estimate == {}     # no estimator for a kind that is off
+
+
+def test_a_style_image_adds_the_style_settings_and_attachment():
+    s = fast_settings(style_image="/Game/Refs/T_Look.T_Look", style_weight=0.9)
+    assert jobs.job_settings(s, 64, 48).style == StyleSettings(weight=0.9)
+    capture = synthetic_capture(64, 48)
+    reference = make_png(40, 30, (200, 100, 50))
+    with_style = jobs.Capture(**{**capture.__dict__, "style_image": reference})
+    images = {a.name: a for a in jobs.attachments(with_style)}
+    assert (images["style"].encoding, images["style"].width, images["style"].height) == ("png", 40, 30)
+    assert images["style"].data == reference
+    assert "style" not in {a.name for a in jobs.attachments(capture)} and "normal" not in images
+
+
+def test_jpeg_style_files_are_sized_from_their_header(tmp_path):
+    from controlbridge_unreal import style
+    path = tmp_path / "look.jpg"
+    Image.new("RGB", (33, 17), (10, 200, 30)).save(path, quality=80, progressive=True)
+    assert style.image_size(path.read_bytes()) == ("jpeg", 33, 17)
+    assert style.source_kind(str(path)) == style.FILE
+    assert style.source_kind("/Game/Refs/T_Look.T_Look") == style.ASSET
+    with pytest.raises(style.CaptureProblem, match="neither an image file"):
+        style.source_kind(str(tmp_path / "missing.png"))
+    with pytest.raises(style.CaptureProblem, match="not a PNG or JPEG"):
+        style.image_size(b"GIF89a....")
+
+
+def test_a_kind_the_server_lacks_is_one_message_naming_what_it_has():
+    caps = Capabilities(controlnets=["canny", "depth"], samplers=["euler"], default_model="tiny",
+                        control={"estimators": ["lineart"]},
+                        library={"controlnet": [{"name": "tiny-normalbae", "family": "sd15"}]})
+    job = jobs.job_settings(fast_settings(normal_weight=1.0, softedge_weight=0.5), 64, 48)
+    message = jobs.check_against_capabilities(job, caps)
+    assert message == ("Not on this server: the server's model has no normal ControlNet; choose one of its library's: "
+                       "tiny-normalbae; the server's model has no softedge ControlNet; the server has no softedge "
+                       "estimator for softedge (it offers: lineart). Set those weights to 0, or choose what it has, "
+                       "in ControlBridge settings.")
+    ok = jobs.job_settings(fast_settings(normal_weight=1.0, normal_model="tiny-normalbae"), 64, 48)
+    assert jobs.check_against_capabilities(ok, caps) is None
+
+
+# --------------------------------------------------------------------------- end to end
+
+def pump(editor, index, timeout=180.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        editor.tick(0.016)
+        if len(editor.tasks) > index and editor.tasks[index].finished is not None:
+            return editor.tasks[index]
+        time.sleep(0.005)
+    raise AssertionError(f"no end; task texts: {[t.texts for t in editor.tasks]}")
+
+
+@pytest.fixture
+def library_server(spawn_server, tmp_path):
+    from controlbridge.engine.tiny_model import ensure_tiny_model
+    models = tmp_path / "models"
+    # random weights in a normal ControlNet's place: the library tells its kind from the name
+    shutil.copytree(ensure_tiny_model().controlnets["depth"], models / "controlnet" / "tiny-normalbae")
+    return spawn_server("--models-dir", str(models))
+
+
+def start_plugin(editor, ue, server, **changes):
+    settings_model.save(settings_model.settings_path(editor.saved_dir),
+                        fast_settings(server_url=server.url, width=64, height=48, **changes))
+    return plugin.start(ue)
+
+
+def test_the_world_normal_capture_feeds_a_normal_controlnet(fake_editor, library_server):
+    editor, ue = fake_editor
+    p = start_plugin(editor, ue, library_server, normal_weight=1.0, normal_model="tiny-normalbae")
+    try:
+        editor.add_cine_camera(location=(0.0, 0.0, 160.0), rotation=(-8.0, 20.0, 0.0), sensor=(36.0, 24.0))
+        plugin.generate_from_cine_camera()
+        sources = [c["source"] for c in editor.captures]
+        assert sources[-2:] == [ue.SceneCaptureSource.SCS_SCENE_DEPTH, ue.SceneCaptureSource.SCS_NORMAL]
+        assert all(rt.released for rt in editor.render_targets)
+        task = pump(editor, 0)
+        assert task.finished is True, (task.texts, editor.messages)
+    finally:
+        p.stop()
+    saved, = library_server.output_dir.glob("*.png")
+    job = read_job(saved)
+    assert job["settings"]["controlnets"]["normal"]["model"] == "tiny-normalbae"
+    sent = np.asarray(Image.open(saved.parent / job["inputs"]["normal"]["file"]).convert("RGBA"))
+    h, w = sent.shape[:2]                                  # 64 x 40: the 3:2 filmback
+    box, floor, sky = sent[h // 2, w // 2], sent[h - 2, 2], sent[1, w // 2]
+    assert tuple(box) == (128, 128, 255, 255)             # the box's front faces the camera: toward it
+    assert tuple(sky) == (128, 128, 128, 255)             # sky (depth at far): the zero vector
+    assert floor[1] > 240 and floor[2] > 128               # the floor: up, and a little toward a camera pitched down
+    seen = np.asarray(Image.open(saved.parent / job["controls"]["normal"]).convert("RGB"))
+    sh, sw = seen.shape[:2]
+    assert np.abs(seen[sh // 2, sw // 2].astype(int) - (128, 128, 255)).max() <= 3   # NormalBae lavender
+    assert np.abs(seen[1, sw // 2].astype(int) - (128, 128, 255)).max() <= 3        # background: facing the camera
+
+
+def test_a_normal_controlnet_the_server_lacks_is_refused_before_anything_is_sent(fake_editor, spawn_server):
+    editor, ue = fake_editor
+    server = spawn_server()
+    p = start_plugin(editor, ue, server, normal_weight=1.0)
+    try:
+        editor.add_cine_camera()
+        plugin.generate_from_cine_camera()
+        task = pump(editor, 0, timeout=60)
+    finally:
+        p.stop()
+    assert task.finished is False
+    assert len(editor.messages) == 1 and "the server's model has no normal ControlNet" in editor.messages[0]
+    assert list(server.output_dir.glob("*.png")) == []
+
+
+def test_the_capture_exports_a_style_texture_asset_once_per_live_session(fake_editor, tmp_path):
+    from controlbridge_unreal import camera_math, engine_capture
+    from controlbridge_unreal.settings_model import PluginSettings
+    editor, ue = fake_editor
+    reference = make_png(20, 10, (1, 2, 3))
+    editor.assets["/Game/Refs/T_Look.T_Look"] = ue.Texture2D(name="T_Look", width=20, height=10, png=reference)
+    view = camera_math.viewport_view((0.0, 0.0, 170.0), (-10.0, 0.0, 0.0), 90.0)
+    settings = PluginSettings(style_image="/Game/Refs/T_Look.T_Look")
+    rig = {}
+    for _ in range(2):
+        cap = engine_capture.capture(ue, view, 16, 16, settings, temp_dir=str(tmp_path), rig=rig)
+        assert cap.style_image == reference and cap.normal_rgba is None
+    exports = [c for c in editor.calls_named("ImageWriteBlueprintLibrary.export_to_disk")
+               if c.args[2].format is ue.DesiredImageFormat.PNG]
+    assert len(exports) == 1                                  # kept in the live rig, not exported per frame
+    engine_capture.release_rig(ue, rig)
+    with pytest.raises(engine_capture.buffers.CaptureProblem, match="not a texture asset"):
+        engine_capture.capture(ue, view, 16, 16, PluginSettings(style_image="/Game/Nope.Nope"),
+                               temp_dir=str(tmp_path))
+    file_ref = tmp_path / "look.png"
+    file_ref.write_bytes(reference)
+    cap = engine_capture.capture(ue, view, 16, 16, PluginSettings(style_image=str(file_ref), normal_weight=0.5),
+                                 temp_dir=str(tmp_path))
+    assert cap.style_image == reference and len(cap.normal_rgba) == 16 * 16 * 4
+    assert all(rt.released for rt in editor.render_targets)
