@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from controlbridge_protocol import Client, ErrorCode, JobFailed
-from controlbridge.library.families import DIFFUSION_MODEL, FLUX, TEXT_ENCODER, Detection, detect_keys
+from controlbridge.library.families import DIFFUSION_MODEL, FLUX, TEXT_ENCODER, VAE, Detection, detect_keys
 from controlbridge.library.flux_single_file import (MissingCompanion, flux_to_diffusers, flux_to_original,
                                                     load_flux_single_file, save_flux_single_files,
                                                     transformer_config)
@@ -76,6 +76,27 @@ def test_comfyui_flux_files_are_told_apart_by_their_headers():
     assert (transformer.kind, transformer.family, transformer.variant) == (DIFFUSION_MODEL, FLUX, None)
 
 
+def test_the_shipped_configs_fit_bfls_layouts():
+    """The full-size transformer built from the config read off flux1-dev's header takes exactly the converted
+    weights' names and shapes; the shipped autoencoder, written as BFL's ae.safetensors, is a FLUX VAE diffusers converts back."""
+    from diffusers import AutoencoderKL, FluxTransformer2DModel
+    from diffusers.loaders import single_file_utils as sfu
+
+    from controlbridge.library.single_file import vae_to_original
+    shapes = flux_original_shapes()
+    config = transformer_config(shapes, dict(FluxTransformer2DModel.load_config(CONFIG_ROOT / "flux" / "transformer")))
+    with torch.device("meta"):
+        transformer = FluxTransformer2DModel.from_config(config)
+        vae = AutoencoderKL.from_config(AutoencoderKL.load_config(CONFIG_ROOT / "flux" / "vae"))
+    converted = flux_to_diffusers({k: torch.empty(v, device="meta") for k, v in shapes.items()})
+    expected = {k: tuple(v.shape) for k, v in transformer.state_dict().items()}
+    assert {k: tuple(v.shape) for k, v in converted.items()} == {k: expected[k] for k in converted}
+    assert {k for k in expected if k.endswith(".weight")} <= converted.keys()   # the sample lists few biases
+    ae = vae_to_original(vae.state_dict(), len(vae.config.block_out_channels))
+    assert detect_keys({k: tuple(v.shape) for k, v in ae.items()}) == Detection(VAE, (FLUX,), "original")
+    assert sfu.convert_ldm_vae_checkpoint(ae, vae.config).keys() == vae.state_dict().keys()
+
+
 def test_the_transformer_architecture_is_read_from_its_header():
     base = dict(__import__("json").loads((CONFIG_ROOT / "flux" / "transformer" / "config.json").read_text()))
     dev = transformer_config(flux_original_shapes(), base)
@@ -112,6 +133,19 @@ def test_fp8_files_are_upcast_to_the_chosen_dtype(tmp_path, tiny_flux, tiny_flux
     for name in ("transformer", "vae", "text_encoder", "text_encoder_2"):
         assert {p.dtype for p in getattr(pipe, name).parameters()} == {torch.bfloat16}, name
     assert np.isfinite(pixels(pipe)).all()
+
+
+def test_scaled_fp8_weights_are_scaled_back(tmp_path):
+    """ComfyUI's *_fp8_scaled files: weight in fp8 times a per-tensor scale_weight; a scaled_fp8 marker."""
+    from safetensors.torch import save_file
+
+    from controlbridge.library.flux_single_file import read_state
+    stored = (torch.randn(4, 4) * 8).to(torch.float8_e4m3fn)
+    save_file({"a.weight": stored, "a.scale_weight": torch.tensor(0.25), "a.bias": torch.ones(4),
+               "scaled_fp8": torch.zeros(2, dtype=torch.float8_e4m3fn)}, str(tmp_path / "scaled.safetensors"))
+    state = read_state(tmp_path / "scaled.safetensors", torch.bfloat16)
+    assert set(state) == {"a.weight", "a.bias"} and state["a.weight"].dtype == torch.bfloat16
+    assert torch.equal(state["a.weight"], stored.to(torch.bfloat16) * 0.25)
 
 
 def test_a_full_precision_companion_is_preferred_over_fp8(tmp_path, tiny_flux, tiny_flux_pipe):
