@@ -70,6 +70,9 @@ def real_t5xxl_shapes():
 def test_comfyui_flux_files_are_told_apart_by_their_headers():
     assert real_t5xxl_shapes()["shared.weight"] == (32128, 4096)
     assert detect_keys(real_t5xxl_shapes()) == Detection(TEXT_ENCODER, (FLUX,), "transformers", "t5xxl")
+    umt5 = dict(real_t5xxl_shapes(), **{"encoder.block.1.layer.0.SelfAttention.relative_attention_bias.weight":
+                                        (32, 64)})                  # Wan's umt5_xxl: not FLUX's
+    assert detect_keys(umt5) == Detection(TEXT_ENCODER, (), "transformers", "umt5")
     clip = detect_keys(real_clip_l_shapes())
     assert (clip.kind, clip.families, clip.variant) == (TEXT_ENCODER, (FLUX,), "clip_l")
     transformer = detect_keys(flux_original_shapes())

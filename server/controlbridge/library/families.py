@@ -186,7 +186,9 @@ def detect_keys(shapes: Mapping[str, Tuple[int, ...]], metadata: Optional[Mappin
     # A text encoder on its own, transformers' keys (ComfyUI's clip_l / t5xxl files for FLUX); before the VAE
     # rule, since a T5 file's keys are all encoder.*.
     if has("SelfAttention.q.weight") and has("encoder.block.0."):
-        return Detection(TEXT_ENCODER, (FLUX,), "transformers", "t5xxl")
+        # UMT5 (Wan's umt5_xxl) has a relative position bias in every block; T5 v1.1 (FLUX's t5xxl) in the first.
+        umt5 = has("encoder.block.1.layer.0.SelfAttention.relative_attention_bias.")
+        return Detection(TEXT_ENCODER, () if umt5 else (FLUX,), "transformers", "umt5" if umt5 else "t5xxl")
     if has("embeddings.token_embedding.weight") and has("encoder.layers.0.self_attn.q_proj.weight"):
         width = (_first(shapes, "embeddings.token_embedding.weight") or (0, 0))[1]
         return Detection(TEXT_ENCODER, () if width == 1280 else (FLUX,), "transformers",
