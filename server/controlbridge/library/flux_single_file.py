@@ -135,17 +135,20 @@ def transformer_config(shapes: Dict, base: Dict) -> Dict:
 # ============================================================================================ reading
 
 def read_state(path, dtype) -> Dict:
-    """A safetensors file's tensors in `dtype`. fp8 files are upcast; ComfyUI's "scaled" fp8 files store a
-    per-tensor `<name>.scale_weight` that multiplies the weight back to size."""
-    from safetensors.torch import load_file
-    raw = load_file(str(path))
+    """A safetensors file's tensors in `dtype`, read one at a time (a 12 GB fp8 file never sits in memory beside
+    its upcast copy). ComfyUI's "scaled" fp8 files store a per-tensor `<name>.scale_weight` that multiplies the
+    weight back to size."""
+    from safetensors import safe_open
     out = {}
-    for key, value in raw.items():
-        if key == "scaled_fp8" or key.endswith((".scale_weight", ".scale_input")):
-            continue
-        value = value.to(dtype) if value.is_floating_point() else value
-        scale = raw.get(key.removesuffix(".weight") + ".scale_weight") if key.endswith(".weight") else None
-        out[key] = value * scale.to(dtype) if scale is not None else value
+    with safe_open(str(path), framework="pt") as f:
+        keys = set(f.keys())
+        for key in f.keys():
+            if key == "scaled_fp8" or key.endswith((".scale_weight", ".scale_input")):
+                continue
+            value = f.get_tensor(key)
+            value = value.to(dtype) if value.is_floating_point() else value
+            scale = key.removesuffix(".weight") + ".scale_weight"
+            out[key] = value * f.get_tensor(scale).to(dtype) if key.endswith(".weight") and scale in keys else value
     return out
 
 
