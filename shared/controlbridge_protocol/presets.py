@@ -20,7 +20,7 @@ def live_settings(base: JobSettings, capabilities=None, steps: int = LIVE_STEPS,
     steps and CFG. `denoise` None keeps the artist's."""
     features = getattr(capabilities, "features", None) or []
     samplers = getattr(capabilities, "samplers", None)
-    changes = dict(preview_every=0, result_encoding="jpeg", batch_size=1, hires=None,
+    changes = dict(preview_every=0, result_encoding="jpeg", batch_size=1, hires=None, style=None,
                    fast_decode="fast_decode" in features)
     if sampler is not None and (samplers is None or sampler in samplers):
         changes.update(sampler=sampler, steps=int(steps), cfg=1.0)

@@ -19,6 +19,7 @@ import numpy as np
 from controlbridge_protocol import ErrorCode, JobSettings, ProtocolError
 
 from ..imaging.depth import depth_to_control
+from .style_reference import STYLE_ATTACHMENT
 
 PASSES = ("color", "depth", "normal")          # what a DCC sends about its camera, beside ready-made maps
 # The ControlNet kinds the server knows a default input or a library file name for.
@@ -44,7 +45,14 @@ def source_of(name: str, settings: JobSettings, sent: Collection[str]) -> Option
 
 
 def check_inputs(settings: JobSettings, sent: Collection[str]) -> None:
-    """Every ControlNet has its input and every sent map feeds a ControlNet; ProtocolError otherwise."""
+    """Every ControlNet has its input and every sent map feeds a ControlNet; ProtocolError otherwise.
+    The `style` attachment is the style reference image, never a map: it comes with `settings.style`."""
+    if settings.style is not None and STYLE_ATTACHMENT not in sent:
+        raise ProtocolError(ErrorCode.MISSING_ATTACHMENT, "settings.style is set but no 'style' attachment (the "
+                                                          "reference image) was sent")
+    if settings.style is None and STYLE_ATTACHMENT in sent:
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, "a 'style' attachment is a style reference image: set "
+                                                   "settings.style (its weight) to use it, or leave it out")
     used = set()
     for name in settings.controlnets:
         source = source_of(name, settings, sent)
@@ -59,7 +67,7 @@ def check_inputs(settings: JobSettings, sent: Collection[str]) -> None:
                            f"another input (controlnets.{name}.input), estimate it (settings.estimate) or switch "
                            f"that ControlNet off")
             raise ProtocolError(ErrorCode.MISSING_ATTACHMENT, message)
-    unused = sorted(set(sent) - set(PASSES) - {"canny"} - used)
+    unused = sorted(set(sent) - set(PASSES) - {"canny", STYLE_ATTACHMENT} - used)
     if unused:
         raise ProtocolError(ErrorCode.BAD_MESSAGE, f"attachment(s) {', '.join(unused)} feed no ControlNet; name them "
                                                    f"in a ControlNet's input, or leave them out")

@@ -17,6 +17,7 @@ from .pipelines import build_pipeline, new_scheduler
 from .previews import latent_preview
 from .union import flux_control_mode
 from .resolution import center_crop_box, working_size
+from .style_reference import JobStyle, attached, paused
 
 
 class JobCancelled(Exception):
@@ -31,6 +32,7 @@ class JobInputs:
     depth_raw: Optional[np.ndarray] = None     # float32 HxW, scene units
     depth_far: Optional[float] = None
     control_maps: Dict[str, np.ndarray] = field(default_factory=dict)   # ready-made maps, float32 HxWx3 in [0, 1]
+    style: Optional[np.ndarray] = None         # the style reference image, uint8 HxWx3 at its own size
 
 
 @dataclass
@@ -56,6 +58,7 @@ class JobResources:
     vae: Optional[object] = None
     loras: List[Tuple[str, float]] = field(default_factory=list)     # (file path, weight)
     upscaler: Optional[object] = None                                # engine.upscalers.Upscaler for hires
+    style: Optional[object] = None                                   # style_reference.StyleAdapter
 
 
 HIRES_BUILTIN = ("lanczos", "latent")
@@ -153,17 +156,19 @@ def generate(model: LoadedModel, settings: JobSettings, inputs: JobInputs,
     pipe = pipeline_for(model, settings, resources)
     hires = settings.hires
     model.loras.apply(pipe, resources.loras)
+    style = None if settings.style is None else JobStyle(resources.style, inputs.style, settings.style.weight)
     if between_steps is not None:
         other_work = between_steps
 
         def between_steps():
-            other_work()
-            model.loras.apply(pipe, resources.loras)     # a live frame may have fused its own in
+            with paused(style, pipe.unet):              # a live frame runs on the UNet without the adapter
+                other_work()
+                model.loras.apply(pipe, resources.loras)     # a live frame may have fused its own in
     prompts = model.prompts.pipeline_arguments(pipe, model.family, settings.prompt, settings.negative_prompt,
                                                settings.cfg > 1.0, extra_key=tuple(resources.loras))
     first = run_pass(pipe, model, settings, prompts, Image.fromarray(color), settings.denoise, settings.steps, maps,
                      on_step, is_cancelled, "", "latent" if hires and hires.upscaler == "latent" else "np",
-                     between_steps)
+                     between_steps, style)
     if hires is not None:
         size = (_round(size[0] * hires.scale, model.size_multiple), _round(size[1] * hires.scale,
                                                                             model.size_multiple))
@@ -178,15 +183,16 @@ def generate(model: LoadedModel, settings: JobSettings, inputs: JobInputs,
                 pixels = resources.upscaler.upscale(pixels)
             start = Image.fromarray(resize_rgb(pixels, *size))
         first = run_pass(pipe, model, settings, prompts, start, hires.denoise, hires.steps or settings.steps, maps,
-                         on_step, is_cancelled, "hires fix", "np", between_steps)
+                         on_step, is_cancelled, "hires fix", "np", between_steps, style)
     out_w, out_h = output_size(settings, inputs)
     controls = {n: (np.clip(m, 0, 1) * 255).round().astype(np.uint8) for n, m in maps.items()}
     return JobOutput(resize_rgb(_to_uint8(first), out_w, out_h), size, controls)
 
 
 def run_pass(pipe, model, settings, prompts, image, strength, steps, maps, on_step, is_cancelled, stage, output_type,
-             between_steps=None):
-    """One pass of the pipeline; returns float images (np) or latents."""
+             between_steps=None, style: Optional[JobStyle] = None):
+    """One pass of the pipeline; returns float images (np) or latents. `style`: its adapter is in the UNet
+    during this pass only."""
 
     # FLUX pipelines default to 1024² whatever the image: give them the working size (also to unpack previews).
     size = {"width": image.width, "height": image.height} if model.family == "flux" and \
@@ -209,11 +215,12 @@ def run_pass(pipe, model, settings, prompts, image, strength, steps, maps, on_st
 
     # A CPU generator: the same seed gives the same noise on every device.
     generator = torch.Generator("cpu").manual_seed(settings.seed)
-    with torch.inference_mode():
+    with torch.inference_mode(), attached(style, pipe, settings.cfg > 1.0) as style_arguments:
         out = pipe(**prompts, image=image, strength=strength, num_inference_steps=steps,
                    guidance_scale=settings.cfg, generator=generator,
                    callback_on_step_end=step_end, callback_on_step_end_tensor_inputs=["latents"],
-                   output_type=output_type, **size, **control_arguments(settings, maps, model.family)).images
+                   output_type=output_type, **size, **control_arguments(settings, maps, model.family),
+                   **style_arguments).images
     if is_cancelled():
         raise JobCancelled()
     return out

@@ -176,6 +176,21 @@ class ModelManager:
                 model.device, model.base.dtype)
         return model.named[key]
 
+    def style_adapter(self, model: LoadedModel, style, status: Status):
+        """The IP-Adapter (and its image encoder) a job's `settings.style` names, or the family's first; loaded
+        once per model (the encoder once per model too) and kept in `model.named`."""
+        from .style_reference import load_adapter, load_image_encoder, pick_files
+        adapter, encoder = pick_files(self.library, model.family, style.model, style.image_encoder)
+        key = f"style:{adapter.name}|{encoder.name}"
+        if key not in model.named:
+            if f"clip_vision:{encoder.name}" not in model.named:
+                status(f"loading image encoder {encoder.name} ...")
+                model.named[f"clip_vision:{encoder.name}"] = load_image_encoder(encoder.path, model.base.dtype,
+                                                                                model.device)
+            status(f"loading IP-Adapter {adapter.name} ...")
+            model.named[key] = load_adapter(model, adapter.path, model.named[f"clip_vision:{encoder.name}"])
+        return model.named[key]
+
     def loaded_names(self) -> List[str]:
         with self._lock:
             return list(self._loaded)

@@ -25,6 +25,8 @@ LORA = "lora"
 VAE = "vae"
 UPSCALER = "upscaler"                # listed by the scan from upscale_models/, never detected from keys
 TEXT_ENCODER = "text_encoder"        # a text encoder alone (ComfyUI's text_encoders/ and clip/): clip_l, t5xxl
+IPADAPTER = "ipadapter"              # IP-Adapter (style reference): image projection + extra attention weights
+CLIP_VISION = "clip_vision"          # the image encoder an IP-Adapter reads the reference image with
 
 # safetensors itself refuses headers over 100 MB; a bigger "header" means the file is something else.
 MAX_HEADER_BYTES = 100 * 1024 * 1024
@@ -141,6 +143,12 @@ def detect_keys(shapes: Mapping[str, Tuple[int, ...]], metadata: Optional[Mappin
 
     if _is_lora(keys):
         return _lora(shapes, metadata)
+    if starts("image_proj.") and starts("ip_adapter."):
+        return _ip_adapter(shapes, metadata)
+    if "vision_model.embeddings.patch_embedding.weight" in shapes:
+        return Detection(CLIP_VISION, (), "transformers", clip_vision_kind(
+            shapes["vision_model.embeddings.patch_embedding.weight"][0],
+            (shapes.get("visual_projection.weight") or (0,))[0]))
 
     # ControlNets first: XLabs FLUX ControlNets contain double_blocks, ComfyUI SD ones a whole UNet encoder.
     # (controlnet_blocks + transformer_blocks alone would also match SD3 ControlNets.)
@@ -235,6 +243,34 @@ def _flux_variant(img_in) -> Optional[str]:
     # FLUX.1 Depth/Canny [dev] take the control latents concatenated (128 channels), Fill adds a mask (384).
     channels = img_in[1] if img_in and len(img_in) == 2 else 64
     return {128: "control", 384: "fill"}.get(channels)
+
+
+# --------------------------------------------------------------------------------------------- IP-Adapter
+
+# CLIP vision towers by (hidden size, projection size); IP-Adapters read one of them (ComfyUI's clip_vision/).
+_CLIP_VISION_KINDS = {(1280, 1024): "vit-h", (1664, 1280): "vit-bigg", (1024, 768): "vit-l"}
+
+
+def clip_vision_kind(hidden: int, projection: int) -> str:
+    """A CLIP vision model's name for its size ("vit-h"), or "h<hidden>-p<projection>" for other sizes."""
+    return _CLIP_VISION_KINDS.get((hidden, projection), f"h{hidden}-p{projection}")
+
+
+def _ip_adapter(shapes, metadata) -> Detection:
+    """ComfyUI's single-file IP-Adapter: `image_proj.*` (image embedding -> tokens) and `ip_adapter.N.to_k_ip`
+    / `to_v_ip` (the added cross-attention). Variant: the image encoder it needs, by the embedding it reads
+    (the projected embedding for plain adapters, the hidden states for "plus" ones)."""
+    width = next((shape[1] for k, shape in shapes.items() if k.endswith(".to_k_ip.weight") and len(shape) == 2), None)
+    family = _CONTEXT_WIDTH.get(width) or _declared_family(metadata)
+    if "image_proj.proj.weight" in shapes:                 # plain: proj(embedding) -> tokens x width
+        embedding = shapes["image_proj.proj.weight"][1]
+        needs = next((kind for (h, p), kind in _CLIP_VISION_KINDS.items() if p == embedding), f"p{embedding}")
+    elif "image_proj.proj_in.weight" in shapes:            # plus: a resampler over the hidden states
+        hidden = shapes["image_proj.proj_in.weight"][1]
+        needs = next((kind for (h, p), kind in _CLIP_VISION_KINDS.items() if h == hidden), f"h{hidden}")
+    else:
+        needs = None                                       # FaceID and others: no CLIP image encoder
+    return Detection(IPADAPTER, (family,) if family in (SD15, SDXL, FLUX, SD2) else (), "original", needs)
 
 
 # --------------------------------------------------------------------------------------------- LoRA
@@ -350,6 +386,9 @@ def detect_diffusers_folder(path) -> Detection:
     config = _read_json(path / "config.json")
     if config is None:
         raise NotAModel(f"{path}: not a diffusers folder (no model_index.json or config.json)")
+    if config.get("model_type") == "clip_vision_model":      # transformers' CLIPVisionModelWithProjection folder
+        return Detection(CLIP_VISION, (), "transformers",
+                         clip_vision_kind(config.get("hidden_size", 768), config.get("projection_dim", 512)))
     cls = str(config.get("_class_name", ""))
     width = config.get("cross_attention_dim")
     sd_family = SDXL if config.get("addition_embed_type") == "text_time" else \

@@ -3,6 +3,7 @@
 Layout (each root; the server passes the artist's --models-dir and its own folder, first match wins):
 
     checkpoints/  diffusion_models/  unet/  controlnet/  loras/  vae/  upscale_models/  diffusers/
+    ipadapter/  clip_vision/
 
 A name is the path relative to its subfolder with "/" separators ("sdxl/juggernaut.safetensors"); a diffusers
 model is a folder (model_index.json or config.json inside) and its name is the folder's. Files that cannot be
@@ -20,19 +21,20 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from . import families as fam
-from .families import (CHECKPOINT, CONTROLNET, DIFFUSION_MODEL, LORA, UPSCALER, VAE, NotAModel,
-                       detect_diffusers_folder, lora_info, read_header)
+from .families import (CHECKPOINT, CLIP_VISION, CONTROLNET, DIFFUSION_MODEL, IPADAPTER, LORA, UPSCALER, VAE,
+                       NotAModel, detect_diffusers_folder, lora_info, read_header)
 
 # Subfolder -> the kind its files are expected to be (a file's own header has the last word).
 SUBFOLDERS: Dict[str, str] = {
     "checkpoints": CHECKPOINT, "diffusion_models": DIFFUSION_MODEL, "unet": DIFFUSION_MODEL,
     "controlnet": CONTROLNET, "loras": LORA, "vae": VAE, "upscale_models": UPSCALER, "diffusers": CHECKPOINT,
+    "ipadapter": IPADAPTER, "clip_vision": CLIP_VISION,
     "text_encoders": fam.TEXT_ENCODER, "clip": fam.TEXT_ENCODER,    # FLUX's clip_l / t5xxl beside a transformer
 }
 # What a job may ask for -> the detected kinds that satisfy it (a UNet-only file is a base model too).
 REQUEST_KINDS: Dict[str, Tuple[str, ...]] = {
     CHECKPOINT: (CHECKPOINT, DIFFUSION_MODEL), CONTROLNET: (CONTROLNET,), LORA: (LORA,), VAE: (VAE,),
-    UPSCALER: (UPSCALER,),
+    UPSCALER: (UPSCALER,), IPADAPTER: (IPADAPTER,), CLIP_VISION: (CLIP_VISION,),
 }
 _PICKLE = (".ckpt", ".pt", ".pth", ".bin")
 _OTHER_WEIGHTS = (".gguf", ".onnx")

@@ -21,6 +21,7 @@ from controlbridge_protocol import ENCODINGS, Capabilities, Welcome
 from .. import __version__
 from ..engine.acceleration import accelerate, warm_up
 from ..engine.control_inputs import control_capabilities
+from ..engine.style_reference import style_capabilities
 from ..engine.model_manager import ModelManager, default_budget
 from ..engine.models import LoadedModel, load_model
 from ..library.hashing import model_file, prefetch
@@ -67,7 +68,8 @@ class ControlBridgeServer:
             controlnets=self.models.default_roles, samplers=list(SAMPLERS), encodings=list(ENCODINGS),
             limits=self.config.limits.to_dict(), token_required=bool(self.config.token),
             features=["live"] + (["fast_decode"] if self.offer.fast_decode else []),
-            library=self.models.describe_library(), control=control_capabilities())
+            library=self.models.describe_library(), control=control_capabilities(),
+            style=style_capabilities(self.models.library))
         return Welcome(server=f"controlbridge {__version__}", capabilities=capabilities)
 
     @property

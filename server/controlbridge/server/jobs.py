@@ -23,13 +23,14 @@ from ..library.hashing import model_file, prefetch
 from ..library.scan import LibraryError
 from ..engine.samplers import SAMPLERS, step_limit
 from ..engine.stream_batch import stream_batch_problem
+from ..engine.style_reference import MAX_WEIGHT, STYLE_ATTACHMENT, STYLE_FAMILIES, StyleUnavailable, pick_files
 from ..engine.union import mode_problem
 from ..imaging.codecs import decode_control_map, decode_rgb, decode_scalar
 from ..imaging.estimators import ESTIMATORS, unavailable_reason
 from ..imaging.normals import camera_normals_to_bae
 from .config import Limits
 
-ATTACHMENT_NAMES = ("color", "depth", "canny", "normal")
+ATTACHMENT_NAMES = ("color", "depth", "canny", "normal", STYLE_ATTACHMENT)
 RESULT_ENCODINGS = ("png", "jpeg", "webp")
 
 
@@ -107,6 +108,8 @@ def check_settings(s: JobSettings, offer: ServerOffer) -> None:
         _check_range("hires.steps", s.hires.steps, 0, offer.limits.max_steps)
         _check_runs_a_step("hires.steps" if s.hires.steps else "steps", s.hires.steps or s.steps, "hires.denoise",
                            s.hires.denoise)
+    if s.style is not None:
+        _check_range("style.weight", s.style.weight, 0.0, MAX_WEIGHT)
     for role, estimator in s.estimate.items():
         problem = unavailable_reason(estimator)
         if problem:
@@ -142,6 +145,8 @@ def check_models(s: JobSettings, models: ModelManager) -> None:
             models.resolve(s.vae, "vae", family)
         if s.hires is not None and s.hires.upscaler not in HIRES_BUILTIN:
             models.library.resolve(s.hires.upscaler, "upscaler")
+        if s.style is not None:
+            _check_style(s, family, models)
     except WrongFamily as e:
         raise _fail(ErrorCode.WRONG_FAMILY, str(e)) from None
     except LibraryError as e:
@@ -157,6 +162,27 @@ def check_models(s: JobSettings, models: ModelManager) -> None:
                                             "packed); use lanczos or an upscale model")
     # A checkpoint's sha256 (result metadata) is read while the job waits and loads, not on the device thread.
     prefetch(model_file(models, s.model or models.default_name))
+
+
+def _check_style(s: JobSettings, family: str, models: ModelManager) -> None:
+    """The style reference's adapter and image encoder exist and fit the job's model."""
+    if family not in STYLE_FAMILIES:
+        raise _fail(ErrorCode.WRONG_FAMILY, f"style reference (IP-Adapter) works with SD1.5 and SDXL models; "
+                                            f"{s.model or models.default_name!r} is {family}")
+    if s.style.model is not None:
+        models.resolve(s.style.model, "ipadapter", family)
+    if s.style.image_encoder is not None:
+        models.library.resolve(s.style.image_encoder, "clip_vision")
+    try:
+        pick_files(models.library, family, s.style.model, s.style.image_encoder)
+    except StyleUnavailable as e:
+        raise _fail(ErrorCode.UNAVAILABLE, str(e)) from None
+
+
+def _check_live_style(s: JobSettings) -> None:
+    if s.style is not None:
+        raise _fail(ErrorCode.OUT_OF_RANGE, "style reference runs in jobs, not in live frames; leave settings.style "
+                                            "out of live frames (the live preset does)")
 
 
 def _check_runs_a_step(steps_name: str, steps: int, denoise_name: str, denoise: float) -> None:
@@ -181,6 +207,7 @@ def _check_size(what: str, width: int, height: int, limits: Limits) -> None:
 def prepare_warm_up(msg: LiveStart, client_id: str, offer: ServerOffer, seed: int) -> Job:
     """A live_start, checked like a frame's settings; its job carries no inputs (the engine makes its own)."""
     check_settings(msg.settings, offer)
+    _check_live_style(msg.settings)
     _check_size("live_start frame size", msg.width, msg.height, offer.limits)
     return Job(id=uuid.uuid4().hex[:10], client_id=client_id, request_id=msg.request_id,
                settings=msg.settings.replace(seed=seed), inputs=None, attachments={}, live=True,
@@ -200,6 +227,8 @@ def prepare_job(msg: Generate, client_id: str, offer: ServerOffer, live: bool = 
     received = time.perf_counter()
     s = msg.settings
     check_settings(s, offer)
+    if live:
+        _check_live_style(s)
     atts: Dict[str, ImageAttachment] = {}
     for att in msg.images:
         if att.name not in ATTACHMENT_NAMES and not is_map_name(att.name):   # other names: ready-made maps
@@ -216,7 +245,7 @@ def prepare_job(msg: Generate, client_id: str, offer: ServerOffer, live: bool = 
     check_inputs(s, atts)
     color = atts["color"]
     for att in atts.values():
-        if (att.width, att.height) != (color.width, color.height):
+        if att.name != STYLE_ATTACHMENT and (att.width, att.height) != (color.width, color.height):
             raise _fail(ErrorCode.SIZE_MISMATCH,
                         f"'{att.name}' is {att.width}x{att.height} but 'color' is {color.width}x{color.height}; "
                         f"capture every pass at the same resolution")
@@ -224,6 +253,9 @@ def prepare_job(msg: Generate, client_id: str, offer: ServerOffer, live: bool = 
     inputs = JobInputs(color=decode_rgb(color))
     for name, att in atts.items():
         if name == "color":
+            continue
+        if name == STYLE_ATTACHMENT:            # the style reference: any size, never a control map
+            inputs.style = decode_rgb(att)
             continue
         if name == "depth" and att.is_scalar:   # raw_f32 or exr: raw depth, normalized on the worker
             inputs.depth_raw, inputs.depth_far = decode_scalar(att), att.far

@@ -16,6 +16,7 @@ from controlbridge_protocol import (Cancelled, ErrorCode, ImageAttachment, JobEr
 from ..engine.generate import HIRES_BUILTIN, JobCancelled, JobResources, generate
 from ..engine.live_engine import LiveEngine
 from ..engine.model_manager import ModelManager
+from ..engine.style_reference import StyleUnavailable
 from ..imaging.codecs import encode_image, to_attachment
 from ..imaging.estimators import EstimatorUnavailable
 from .history import History
@@ -106,7 +107,7 @@ class DeviceWorker:
             log_job(job, settings, started, "cancelled")
             self.emit(job.client_id, Cancelled(job.id))
             return None
-        except EstimatorUnavailable as e:
+        except (EstimatorUnavailable, StyleUnavailable) as e:
             log_job(job, settings, started, f"error {ErrorCode.UNAVAILABLE}")
             self.emit(job.client_id, JobError(ErrorCode.UNAVAILABLE, str(e), job.id, job.request_id))
             return None
@@ -166,6 +167,8 @@ class DeviceWorker:
                      for lora in settings.loras]
         if settings.hires is not None and settings.hires.upscaler not in HIRES_BUILTIN:
             res.upscaler = self.models.upscaler(settings.hires.upscaler, model, status)
+        if settings.style is not None:
+            res.style = self.models.style_adapter(model, settings.style, status)
         return res
 
     def run_live_frame(self, job: Job) -> None:
