@@ -284,3 +284,28 @@ def test_work_between_a_style_jobs_steps_runs_without_the_adapter(tiny_model, st
     assert len(between) == 3
     assert all(np.array_equal(b, alone) for b in between)
     assert np.array_equal(out, uninterrupted)
+
+
+def test_the_cli_sends_a_style_image_and_a_saved_style_job_reruns_to_the_same_pixels(style_server, tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+    from controlbridge.cli import main
+    from controlbridge.demo_scene import render_blockout
+    from controlbridge.server.outputs import read_job
+    rgba, _ = render_blockout(160, 96)
+    Image.fromarray(rgba[:, :, :3]).save(tmp_path / "color.png")
+    Image.fromarray((np.random.default_rng(5).random((40, 30, 3)) * 255).astype(np.uint8)).save(tmp_path / "look.jpg")
+    common = ["generate", "--url", style_server.url, "--color", tmp_path / "color.png", "--prompt", "a house",
+              "--seed", "5", "--steps", "4", "--strength", "1", "--sampler", "euler"]
+    assert main([str(a) for a in common + ["--style", tmp_path / "look.jpg", "--style-weight", "1.2",
+                                           "-o", tmp_path / "styled.png"]]) == 0
+    assert main([str(a) for a in common + ["-o", tmp_path / "plain.png"]]) == 0
+    assert read_job(tmp_path / "styled.png")["settings"]["style"]["weight"] == 1.2
+    server_copy = next(p for p in style_server.server.config.output_dir.glob("*.png") if read_job(p)["settings"]["style"])
+    assert read_job(server_copy)["inputs"]["style"]["encoding"] == "jpeg"          # kept as sent
+    assert main(["generate", "--url", style_server.url, "--from-png", str(server_copy), "-o",
+                 str(tmp_path / "again.png")]) == 0
+    pixels = {name: np.asarray(Image.open(tmp_path / f"{name}.png")) for name in ("styled", "plain", "again")}
+    assert np.array_equal(pixels["styled"], pixels["again"]) and not np.array_equal(pixels["styled"], pixels["plain"])
+    assert main([str(a) for a in common + ["--style-weight", "1", "-o", tmp_path / "x.png"]]) != 0
+    assert "--style-weight needs a style image" in capsys.readouterr().err

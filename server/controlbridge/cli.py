@@ -10,7 +10,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")   # before transformers
 
 from controlbridge_protocol import (DEFAULT_URL, Accepted, Client, ConnectionFailed, ControlBridgeError,  # noqa: E402
                                     ControlNetSettings, Disconnected, ErrorCode, HiresSettings, JobError, JobFailed,
-                                    JobSettings, LoraSettings, Progress, Result)
+                                    JobSettings, LoraSettings, Progress, Result, StyleSettings)
 
 from . import __version__  # noqa: E402
 from .paths import default_output_dir  # noqa: E402
@@ -131,6 +131,18 @@ def build_parser() -> argparse.ArgumentParser:
                                                       f"(default: {DEFAULTS.controlnets['canny'].weight:g})")
     g.add_argument("--canny-low", type=int, help=f"edge threshold (default: {DEFAULTS.canny_low})")
     g.add_argument("--canny-high", type=int, help=f"edge threshold (default: {DEFAULTS.canny_high})")
+    g.add_argument("--control", action="append", type=_control, default=[], metavar="NAME=WEIGHT[:START:END]",
+                   help="a ControlNet of any kind the server lists (lineart, softedge, normal, openpose, tile, ...): "
+                        "its weight (0 switches it off) and optionally the fraction of the steps it acts in, e.g. "
+                        "--control lineart=0.8:0:0.6 (repeatable)")
+    g.add_argument("--control-model", action="append", type=_pair, default=[], metavar="NAME=FILE",
+                   help="that ControlNet's file from the server's library (a union file runs in NAME's mode)")
+    g.add_argument("--estimate", action="append", type=_pair, default=[], metavar="NAME=ESTIMATOR",
+                   help="make that ControlNet's map from the color with a server estimator, e.g. "
+                        "--estimate lineart=lineart (see `controlbridge models`)")
+    g.add_argument("--map", action="append", type=_pair, default=[], metavar="NAME=IMAGE",
+                   help="a ready-made map or pass for the ControlNet NAME, e.g. --map normal=normals.png "
+                        "(camera-space normals, as a DCC sends them) or --map lineart=lines.png")
     g.add_argument("--size", type=_size, help="output WIDTHxHEIGHT (default: the color image's size)")
     g.add_argument("--model", help="the model to use (default: the server's)")
     g.add_argument("--preview-every", type=int, default=0, help="ask for a preview every N steps (default: 0, none)")
@@ -143,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--hires", type=float, metavar="SCALE", help="hires fix: upscale by SCALE and refine")
     g.add_argument("--hires-denoise", type=float, default=0.35, help="strength of the hires refinement")
     g.add_argument("--hires-upscaler", default="lanczos", help="lanczos, latent, or a model from upscale_models/")
+    g.add_argument("--style", type=Path, metavar="IMAGE",
+                   help="style reference image (IP-Adapter from the server's ipadapter/ folder; SD1.5 and SDXL)")
+    g.add_argument("--style-weight", type=float, help="how strongly --style steers the look, 0-2 (default: 0.6)")
     g.add_argument("-o", "--output", type=Path, required=True, help="where to write the result PNG")
 
     m = sub.add_parser("models", formatter_class=_ShowDefaults,
@@ -252,6 +267,27 @@ class _ListSamplers(argparse.Action):
         parser.exit()
 
 
+def _pair(text: str):
+    """NAME=VALUE (both non-empty)."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip() or not value.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name.strip(), value.strip()
+
+
+def _control(text: str):
+    """NAME=WEIGHT[:START:END] -> (name, {weight, start, end})."""
+    name, value = _pair(text)
+    parts = value.split(":")
+    try:
+        numbers = [float(p) for p in parts]
+    except ValueError:
+        numbers = []
+    if len(numbers) not in (1, 3):
+        raise argparse.ArgumentTypeError(f"expected NAME=WEIGHT or NAME=WEIGHT:START:END, got {text!r}")
+    return name, dict(zip(("weight", "start", "end"), numbers))
+
+
 def settings_from_args(args, base: Optional[JobSettings] = None) -> JobSettings:
     """Job settings from the command line, on top of `base` (a stored job) when given."""
     s = base or JobSettings(prompt="")
@@ -272,14 +308,27 @@ def settings_from_args(args, base: Optional[JobSettings] = None) -> JobSettings:
         overrides["vae"] = args.vae
     if args.hires is not None:
         overrides["hires"] = HiresSettings(scale=args.hires, denoise=args.hires_denoise, upscaler=args.hires_upscaler)
+    if args.style is not None or args.style_weight is not None:
+        if args.style is None and s.style is None:
+            raise ValueError("--style-weight needs a style image: --style IMAGE")
+        style = s.style or StyleSettings()
+        overrides["style"] = style if args.style_weight is None else dataclasses.replace(style,
+                                                                                         weight=args.style_weight)
     s = s.replace(**overrides)
     controlnets = dict(s.controlnets)
-    for name, weight in (("depth", args.depth_weight), ("canny", args.canny_weight)):
-        if weight == 0:
+    windows = [(name, dict(weight=weight)) for name, weight in (("depth", args.depth_weight),
+                                                                  ("canny", args.canny_weight)) if weight is not None]
+    for name, window in windows + list(args.control):
+        if window["weight"] == 0:
             controlnets.pop(name, None)
-        elif weight is not None:
-            controlnets[name] = dataclasses.replace(controlnets.get(name, ControlNetSettings()), weight=weight)
-    return s.replace(controlnets=controlnets)
+        else:
+            controlnets[name] = dataclasses.replace(controlnets.get(name, ControlNetSettings()), **window)
+    for name, model in args.control_model:
+        if name not in controlnets:
+            raise ValueError(f"--control-model {name}={model}: switch that ControlNet on with --control {name}=WEIGHT")
+        controlnets[name] = dataclasses.replace(controlnets[name], model=model)
+    estimate = {**s.estimate, **dict(args.estimate)}
+    return s.replace(controlnets=controlnets, estimate={k: v for k, v in estimate.items() if k in controlnets})
 
 
 def cmd_generate(args) -> int:
@@ -295,10 +344,14 @@ def cmd_generate(args) -> int:
         base, images = None, {"color": image_file_attachment("color", args.color)}
     if args.color and args.from_png:
         images["color"] = image_file_attachment("color", args.color)
+    for name, path in args.map:
+        images[name] = image_file_attachment(name, Path(path))
     if args.depth:
         images["depth"] = depth_file_attachment(args.depth, args.depth_far)
     if args.canny:
         images["canny"] = image_file_attachment("canny", args.canny)
+    if args.style:
+        images["style"] = image_file_attachment("style", args.style)
     settings = settings_from_args(args, base)
     if not args.from_png and "depth" not in images:
         settings.controlnets.pop("depth", None)     # nothing to guide it
@@ -372,7 +425,7 @@ def _run_and_save(url, token, jobs, output: Path, client_name: str = "") -> int:
 FLAGS = {"denoise": "--strength", "batch_size": "--batch", "hires.scale": "--hires", "hires.denoise": "--hires-denoise",
          "controlnets.depth.weight": "--depth-weight", "controlnets.canny.weight": "--canny-weight",
          "canny_low": "--canny-low", "canny_high": "--canny-high", "preview_every": "--preview-every",
-         "steps": "--steps", "cfg": "--cfg", "seed": "--seed"}
+         "steps": "--steps", "cfg": "--cfg", "seed": "--seed", "style.weight": "--style-weight"}
 
 
 def _name_the_flag(message: str) -> str:
