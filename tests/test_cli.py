@@ -215,3 +215,43 @@ def test_the_o_copy_reruns_on_its_own_and_a_missing_input_is_named(server, scene
     err = capsys.readouterr().err
     assert f"input 'depth' of {shot} is missing: expected at {tmp_path / 'shots' / 'shot.inputs' / 'depth.npy'} " \
            f"(beside it) or {tmp_path / 'shots'}/" in err, err
+
+
+def test_flags_for_any_controlnet_kind_build_the_one_settings_object():   # issue 14: more kinds from the CLI
+    from controlbridge.cli import build_parser, settings_from_args
+    from controlbridge_protocol import ControlNetSettings
+    args = build_parser().parse_args([
+        "generate", "--color", "c.png", "--prompt", "p", "-o", "o.png", "--canny-weight", "0.4",
+        "--control", "lineart=0.8:0.1:0.9", "--control-model", "lineart=tiny-lineart", "--estimate", "lineart=lineart",
+        "--control", "tile=0.5", "--control", "depth=0", "--estimate", "softedge=hed"])
+    s = settings_from_args(args)
+    assert s.controlnets == {"canny": ControlNetSettings(0.4), "tile": ControlNetSettings(0.5),
+                             "lineart": ControlNetSettings(0.8, 0.1, 0.9, model="tiny-lineart")}
+    assert s.estimate == {"lineart": "lineart"}       # an estimator for a ControlNet that is off is left out
+    for bad in (["--control", "lineart=strong"], ["--control", "lineart=1:0"], ["--estimate", "lineart"]):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["generate", "-o", "o.png", *bad])
+    with pytest.raises(ValueError, match="--control normal=WEIGHT"):
+        settings_from_args(build_parser().parse_args(["generate", "-o", "o.png", "--control-model", "normal=x"]))
+
+
+def test_a_normal_map_from_the_command_line_feeds_a_normal_controlnet(make_server, scene_files, tmp_path):
+    import shutil
+    from controlbridge.engine.tiny_model import ensure_tiny_model
+    models = tmp_path / "models"
+    shutil.copytree(ensure_tiny_model().controlnets["depth"], models / "controlnet" / "tiny-normalbae")
+    server = make_server(models_dir=models)
+    color, npy, _ = scene_files
+    normals = tmp_path / "normals.png"                       # camera-space: everything faces the camera
+    Image.new("RGB", Image.open(color).size, (128, 128, 255)).save(normals)
+    out = tmp_path / "out.png"
+    assert run_cli("generate", "--url", server.url, "--color", color, "--depth", npy, "--prompt", "a wall",
+                   "--steps", "4", "--canny-weight", "0", "--control", "normal=0.9:0:0.5",
+                   "--control-model", "normal=tiny-normalbae", "--map", "normal=" + str(normals), "-o", out) == 0
+    meta = read_job(out)
+    assert meta["settings"]["controlnets"]["normal"] == {"weight": 0.9, "start": 0.0, "end": 0.5,
+                                                         "model": "tiny-normalbae", "input": None, "mode": None}
+    assert set(meta["settings"]["controlnets"]) == {"depth", "normal"} and "normal" in meta["inputs"]
+    server_copy = next(server.server.config.output_dir.glob("*.png"))
+    seen = np.asarray(Image.open(server_copy.parent / read_job(server_copy)["controls"]["normal"]).convert("RGB"))
+    assert np.abs(seen.astype(int) - (128, 128, 255)).max() <= 2          # NormalBae: facing the camera
