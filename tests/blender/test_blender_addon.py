@@ -61,11 +61,22 @@ def keep_log(server) -> list:
     return lines
 
 
+def library_models(models: Path) -> Path:
+    """A models folder whose library has a normal ControlNet (the tiny depth one's random weights; the library
+    tells the kind from the file name, as from control_v11p_sd15_normalbae's)."""
+    import shutil
+    from controlbridge.engine.tiny_model import ensure_tiny_model
+    shutil.copytree(ensure_tiny_model().controlnets["depth"], models / "controlnet" / "tiny-normalbae")
+    return models
+
+
 def test_blender_addon(spawn_server, tmp_path):
     python = blender_python()
     zip_path = build_zip(tmp_path / "build")
     server = spawn_server()
     token_server = spawn_server("--token", "right-token")
+    library_server = spawn_server("--models-dir", str(library_models(tmp_path / "models")))
+    keep_log(library_server)
     server_log = keep_log(server)
     keep_log(token_server)
     down_url = f"ws://127.0.0.1:{free_port()}"   # nothing listens there
@@ -83,6 +94,7 @@ def test_blender_addon(spawn_server, tmp_path):
         "CONTROLBRIDGE_TEST_TOKEN_SERVER_URL": token_server.url,
         "CONTROLBRIDGE_TEST_TOKEN": token_server.token,
         "CONTROLBRIDGE_TEST_DOWN_URL": down_url,
+        "CONTROLBRIDGE_TEST_LIBRARY_SERVER_URL": library_server.url,
         "PYTHONDONTWRITEBYTECODE": "1",
     })
     cmd = [str(python), "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "-c", str(INSIDE / "pytest.ini"),

@@ -24,6 +24,7 @@ from typing import Callable, Optional
 import bpy
 
 from . import history, properties, results
+from .vendor.controlbridge_protocol import control_offer
 from .vendor.controlbridge_protocol import (Accepted, Cancelled, Client, ControlBridgeError, Disconnected, JobError,
                                             LiveResult, LiveSkipped, Progress, Result)
 
@@ -426,6 +427,11 @@ def _capture_and_send(job: Job) -> None:
     global _job
     if job.cancel_requested:
         _end(job, phase="cancelled", line="Cancelled", error="")
+        return
+    missing = control_offer.problems(job.settings, getattr(_client, "capabilities", None))
+    if missing:   # before a capture that could take long: the server would refuse the job anyway
+        line = _one_line("Not on this server: " + "; ".join(missing))
+        _end(job, phase="failed", line=line, error=line)
         return
     _set(phase="capturing", line="Capturing ...")
     try:

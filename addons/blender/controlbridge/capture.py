@@ -88,7 +88,8 @@ class CaptureOptions:
 def options_from_props(p) -> CaptureOptions:
     return CaptureOptions(engine=p.capture_engine, samples=int(p.capture_samples),
                           final_samples=int(p.final_samples), background=p.capture_background,
-                          background_color=tuple(p.background_color), normals=bool(p.send_normals))
+                          background_color=tuple(p.background_color),
+                          normals=bool(p.use_normal))   # the normal pass exists to feed the normal ControlNet
 
 
 def render_size(scene):

@@ -21,7 +21,7 @@ from typing import Optional
 import bpy
 import numpy as np
 
-from . import capture, jobs, preferences, results
+from . import capture, jobs, preferences, results, style
 from .vendor.controlbridge_protocol import (Accepted, Cancelled, Client, ControlBridgeError, Disconnected,
                                             ImageAttachment, JobError, Progress, Result)
 
@@ -247,7 +247,7 @@ def _capture_copy(scene, view_layer_name: str, options):
     try:
         layer = copy.view_layers.get(view_layer_name) or copy.view_layers[0]
         shot = capture.capture(copy, layer, options, own_slot=False)
-        return shot.attachments(), shot.meta()
+        return shot.attachments() + style.attachments(scene.controlbridge), shot.meta()
     finally:
         bpy.data.scenes.remove(copy)
 

@@ -1,23 +1,30 @@
 """Panel properties <-> JobSettings, the one request type. No bpy operators, no network."""
 import random
 
-from .properties import MAX_SEED
-from .vendor.controlbridge_protocol import ControlNetSettings, JobSettings, presets
+from .properties import CONTROL_KINDS, MAX_SEED
+from .vendor.controlbridge_protocol import ControlNetSettings, JobSettings, StyleSettings, control_offer, presets
 
 
 def new_seed() -> int:
     return random.randint(0, MAX_SEED)
 
 
+def controlnets_from_props(p) -> dict:
+    """The ControlNets switched on, each fed by the server's default input for its name: depth and normal the
+    capture's passes, canny edges and tile the color, lineart and softedge the estimator in `estimate`."""
+    return {kind: ControlNetSettings(weight=getattr(p, f"{kind}_weight"), start=getattr(p, f"{kind}_start"),
+                                     end=getattr(p, f"{kind}_end"), model=getattr(p, f"{kind}_model").strip() or None)
+            for kind in CONTROL_KINDS if getattr(p, f"use_{kind}")}
+
+
 def settings_from_props(p) -> JobSettings:
-    controlnets = {}
-    if p.use_depth:
-        controlnets["depth"] = ControlNetSettings(weight=p.depth_weight, start=p.depth_start, end=p.depth_end)
-    if p.use_canny:
-        controlnets["canny"] = ControlNetSettings(weight=p.canny_weight, start=p.canny_start, end=p.canny_end)
+    controlnets = controlnets_from_props(p)
+    estimate = {kind: getattr(p, f"{kind}_estimator").strip() or kind
+                for kind in control_offer.ESTIMATED_KINDS if kind in controlnets}
     values = dict(prompt=p.prompt, negative_prompt=p.negative_prompt, seed=int(p.seed), steps=int(p.steps),
-                  cfg=float(p.cfg), denoise=float(p.denoise), controlnets=controlnets,
-                  canny_low=int(p.canny_low), canny_high=int(p.canny_high), preview_every=int(p.preview_every))
+                  cfg=float(p.cfg), denoise=float(p.denoise), controlnets=controlnets, estimate=estimate,
+                  canny_low=int(p.canny_low), canny_high=int(p.canny_high), preview_every=int(p.preview_every),
+                  style=StyleSettings(weight=float(p.style_weight)) if p.use_style else None)
     if p.sampler:
         values["sampler"] = p.sampler
     if p.model:
@@ -34,6 +41,7 @@ def live_settings(p, capabilities) -> JobSettings:
     stable."""
     s = presets.live_settings(settings_from_props(p), capabilities, steps=int(p.live_steps),
                               sampler=presets.LIVE_SAMPLER if p.live_fast else None)
+    s = s.replace(style=None)   # the server runs style references in jobs only; live frames send no style image
     return s.replace(seed=-1) if p.randomize_seed else s
 
 
@@ -45,13 +53,20 @@ def props_from_settings(p, s: JobSettings) -> None:
         p.randomize_seed = False
     p.steps, p.cfg, p.denoise = s.steps, s.cfg, s.denoise
     p.sampler, p.model = s.sampler or "", s.model or ""
-    for name in ("depth", "canny"):
+    for name in CONTROL_KINDS:
         cn = s.controlnets.get(name)
         setattr(p, f"use_{name}", cn is not None)
         if cn is not None:
             setattr(p, f"{name}_weight", cn.weight)
             setattr(p, f"{name}_start", cn.start)
             setattr(p, f"{name}_end", cn.end)
+            setattr(p, f"{name}_model", cn.model or "")
+    for name, estimator in s.estimate.items():
+        if name in control_offer.ESTIMATED_KINDS:
+            setattr(p, f"{name}_estimator", estimator)
+    p.use_style = s.style is not None        # the image itself is not stored in the settings: it stays as chosen
+    if s.style is not None:
+        p.style_weight = s.style.weight
     p.canny_low, p.canny_high = s.canny_low, s.canny_high
     p.preview_every = s.preview_every
     p.use_scene_resolution = s.width is None or s.height is None
@@ -64,7 +79,7 @@ def capture_later(scene_name: str, view_layer_name: str, options, camera_name: s
     (attachments, meta). With `camera_name`, that camera is the scene's camera for the capture only."""
     def take():
         import bpy
-        from . import capture
+        from . import capture, style
         scene = bpy.data.scenes.get(scene_name)
         if scene is None:
             raise capture.CaptureError(f"the scene '{scene_name}' is gone")
@@ -79,7 +94,7 @@ def capture_later(scene_name: str, view_layer_name: str, options, camera_name: s
         finally:
             if scene.camera != active:
                 scene.camera = active
-        return shot.attachments(), shot.meta()
+        return shot.attachments() + style.attachments(scene.controlbridge), shot.meta()
     return take
 
 

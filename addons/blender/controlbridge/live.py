@@ -222,8 +222,9 @@ def _capture(scene, view_layer, p):
     global _capturing
     _capturing = True   # updates the capture causes (and restores) are not changes
     try:
-        _st.viewport_unavailable = "headless" if bpy.app.background else ""
-        if p.live_capture == "VIEWPORT" and not bpy.app.background:
+        _st.viewport_unavailable = ("headless" if bpy.app.background else
+                                    "the Normal ControlNet needs the render's normal pass" if p.use_normal else "")
+        if p.live_capture == "VIEWPORT" and not _st.viewport_unavailable:
             try:
                 shot = viewport.capture(scene, view_layer)
                 _st.capture_path = "viewport"

@@ -86,6 +86,22 @@ class VIEW3D_PT_controlbridge_prompt(_Sub, bpy.types.Panel):
             layout.label(text="Connect to list the server's samplers and models", icon="INFO")
 
 
+def _kind_note(info, p, kind) -> str:
+    """Why a ControlNet kind cannot run on the connected server, or what its union file does; "" when fine."""
+    if not info.connected_url:
+        return ""
+    model = getattr(p, f"{kind}_model").strip()
+    if model:
+        if model not in info.controlnet_files:
+            return "not in the server's library"
+        return f"union: {kind} mode" if model in [n.strip() for n in info.union_files.split(",")] else ""
+    own = [n.strip() for n in info.controlnets.split(",")]
+    if kind in own:
+        return ""
+    available = [n.strip() for n in info.kinds_available.split(",")]
+    return "choose a model from the library" if kind in available else "not on this server"
+
+
 class VIEW3D_PT_controlbridge_controlnets(_Sub, bpy.types.Panel):
     bl_label = "ControlNets"
 
@@ -93,25 +109,57 @@ class VIEW3D_PT_controlbridge_controlnets(_Sub, bpy.types.Panel):
         layout = self.layout
         p = context.scene.controlbridge
         info = properties.server_info(context)
-        available = [n.strip() for n in info.controlnets.split(",") if n.strip()]
-        for name in ("depth", "canny"):
+        for name in properties.CONTROL_KINDS:
+            on = getattr(p, f"use_{name}")
             box = layout.box()
             row = box.row(align=True)
             row.prop(p, f"use_{name}")
-            if info.connected_url and name not in available:
-                row.label(text="not on this server", icon="ERROR")
+            note = _kind_note(info, p, name)
+            if note:
+                row.label(text=note, icon="INFO" if note.startswith("union") else "ERROR")
             sub = row.row(align=True)
-            sub.active = getattr(p, f"use_{name}")
+            sub.active = on
             sub.prop(p, f"{name}_weight")
+            if not on:
+                continue
             row = box.row(align=True)
-            row.active = getattr(p, f"use_{name}")
             row.prop(p, f"{name}_start")
             row.prop(p, f"{name}_end")
+            box.prop_search(p, f"{name}_model", info, "controlnet_files", text="Model")
             if name == "canny":
                 row = box.row(align=True)
-                row.active = p.use_canny
                 row.prop(p, "canny_low")
                 row.prop(p, "canny_high")
+            elif name == "normal":
+                box.label(text="Fed by the camera's normal pass", icon="NORMALS_FACE")
+            elif name == "tile":
+                box.label(text="Fed by the captured colour", icon="IMAGE_DATA")
+            elif name in ("lineart", "softedge"):
+                box.prop_search(p, f"{name}_estimator", info, "estimators", text="Estimator")
+                estimator = getattr(p, f"{name}_estimator").strip() or name
+                if info.connected_url and estimator not in [e.name for e in info.estimators]:
+                    box.label(text=f"estimator {estimator} not on this server", icon="ERROR")
+
+
+class VIEW3D_PT_controlbridge_style(_Sub, bpy.types.Panel):
+    bl_label = "Style Reference"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw_header(self, context):
+        self.layout.prop(context.scene.controlbridge, "use_style", text="")
+
+    def draw(self, context):
+        layout = self.layout
+        p = context.scene.controlbridge
+        info = properties.server_info(context)
+        layout.active = p.use_style
+        layout.template_ID(p, "style_image", open="image.open")
+        if p.style_image is None:
+            layout.prop(p, "style_path")
+        layout.prop(p, "style_weight")
+        if info.connected_url and not info.style_adapters:
+            layout.label(text="not on this server (no IP-Adapter)", icon="ERROR")
+        layout.label(text="Generations only: live frames ignore it", icon="INFO")
 
 
 class VIEW3D_PT_controlbridge_output(_Sub, bpy.types.Panel):
@@ -159,7 +207,6 @@ class VIEW3D_PT_controlbridge_capture(_Sub, bpy.types.Panel):
         row.prop(p, "capture_background")
         if p.capture_background == "COLOR":
             row.prop(p, "background_color", text="")
-        layout.prop(p, "send_normals")
         layout.prop(p, "helpers_in_render")
 
 
@@ -278,6 +325,7 @@ def draw_status_bar(self, context):
 
 
 classes = (VIEW3D_PT_controlbridge, VIEW3D_PT_controlbridge_prompt, VIEW3D_PT_controlbridge_controlnets,
+           VIEW3D_PT_controlbridge_style,
            VIEW3D_PT_controlbridge_output, VIEW3D_PT_controlbridge_capture, VIEW3D_PT_controlbridge_live,
            VIEW3D_PT_controlbridge_server,
            CONTROLBRIDGE_UL_history, VIEW3D_PT_controlbridge_history, RENDER_PT_controlbridge)

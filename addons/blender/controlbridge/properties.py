@@ -4,6 +4,8 @@ import bpy
 from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, FloatProperty, FloatVectorProperty, IntProperty,
                        PointerProperty, StringProperty)
 
+from .vendor.controlbridge_protocol import control_offer
+
 MAX_SEED = 2**31 - 1   # Blender integer properties are 32-bit
 
 
@@ -20,6 +22,13 @@ class ControlBridgeServerInfo(bpy.types.PropertyGroup):
     samplers: CollectionProperty(type=ControlBridgeName)
     models: CollectionProperty(type=ControlBridgeName)
     controlnets: StringProperty(description="ControlNets the server has, comma separated")
+    # For the ControlNets panel (control_offer.py decides): kinds the server can run, its library's ControlNet files
+    # (label: family, "union"), the estimators it runs, whether it has any style (IP-Adapter) model
+    kinds_available: StringProperty(description="ControlNet kinds the server can run, comma separated")
+    controlnet_files: CollectionProperty(type=ControlBridgeName)
+    union_files: StringProperty(description="The library's union (ControlNet++) files, comma separated")
+    estimators: CollectionProperty(type=ControlBridgeName)
+    style_adapters: StringProperty(description="Style (IP-Adapter) models the server has, comma separated")
     default_model: StringProperty()
     max_pixels: IntProperty()
     max_steps: IntProperty()
@@ -55,6 +64,11 @@ LIVE_CAPTURES = [("VIEWPORT", "Viewport", "Draw the camera view on the GPU like 
                  ("RENDER", "Render", "Render the capture like Generate does (slower; works everywhere)")]
 
 
+CONTROL_KINDS = ("depth", "canny", "normal", "lineart", "softedge", "tile")   # = control_offer.DCC_KINDS
+_MODEL_HELP = ("A ControlNet file from the server's library; empty: the model's own. A union (ControlNet++) file "
+               "runs in this kind's mode")
+
+
 class ControlBridgeSettings(bpy.types.PropertyGroup):
     # Prompt and sampling (ComfyUI names)
     prompt: StringProperty(name="Prompt", description="What to generate")
@@ -69,14 +83,55 @@ class ControlBridgeSettings(bpy.types.PropertyGroup):
     denoise: FloatProperty(name="Denoise", min=0.0, max=1.0, default=0.75, subtype="FACTOR",
                            description="How much of the captured color image is changed (img2img strength)")
     # ControlNets
+    # ControlNets: one set per kind (CONTROL_KINDS); model: a library file (empty: the model's own; a union file
+    # runs in that kind's mode); lineart and softedge maps come from the server's estimator run on the color
     use_depth: BoolProperty(name="Depth", default=True, description="Guide with the captured depth")
     depth_weight: FloatProperty(name="Weight", min=0.0, soft_max=2.0, default=1.0)
     depth_start: FloatProperty(name="Start", min=0.0, max=1.0, default=0.0, subtype="FACTOR")
     depth_end: FloatProperty(name="End", min=0.0, max=1.0, default=1.0, subtype="FACTOR")
+    depth_model: StringProperty(name="Model", description=_MODEL_HELP)
     use_canny: BoolProperty(name="Canny", default=True, description="Guide with edges of the captured color")
     canny_weight: FloatProperty(name="Weight", min=0.0, soft_max=2.0, default=1.0)
     canny_start: FloatProperty(name="Start", min=0.0, max=1.0, default=0.0, subtype="FACTOR")
     canny_end: FloatProperty(name="End", min=0.0, max=1.0, default=1.0, subtype="FACTOR")
+    canny_model: StringProperty(name="Model", description=_MODEL_HELP)
+    use_normal: BoolProperty(name="Normal", default=False,
+                             description="Guide with the camera's normal pass (captured and sent when this is on)")
+    normal_weight: FloatProperty(name="Weight", min=0.0, soft_max=2.0, default=1.0)
+    normal_start: FloatProperty(name="Start", min=0.0, max=1.0, default=0.0, subtype="FACTOR")
+    normal_end: FloatProperty(name="End", min=0.0, max=1.0, default=1.0, subtype="FACTOR")
+    normal_model: StringProperty(name="Model", description=_MODEL_HELP)
+    use_lineart: BoolProperty(name="Lineart", default=False,
+                              description="Guide with line art the server's estimator draws from the captured color")
+    lineart_weight: FloatProperty(name="Weight", min=0.0, soft_max=2.0, default=1.0)
+    lineart_start: FloatProperty(name="Start", min=0.0, max=1.0, default=0.0, subtype="FACTOR")
+    lineart_end: FloatProperty(name="End", min=0.0, max=1.0, default=1.0, subtype="FACTOR")
+    lineart_model: StringProperty(name="Model", description=_MODEL_HELP)
+    lineart_estimator: StringProperty(name="Estimator", default="lineart",
+                                      description="The server's estimator that makes the map from the color")
+    use_softedge: BoolProperty(name="Soft Edge", default=False,
+                               description="Guide with soft edges (HED / PiDiNet) the server's estimator makes from "
+                                           "the captured color")
+    softedge_weight: FloatProperty(name="Weight", min=0.0, soft_max=2.0, default=1.0)
+    softedge_start: FloatProperty(name="Start", min=0.0, max=1.0, default=0.0, subtype="FACTOR")
+    softedge_end: FloatProperty(name="End", min=0.0, max=1.0, default=1.0, subtype="FACTOR")
+    softedge_model: StringProperty(name="Model", description=_MODEL_HELP)
+    softedge_estimator: StringProperty(name="Estimator", default="softedge",
+                                       description="The server's estimator that makes the map from the color")
+    use_tile: BoolProperty(name="Tile", default=False, description="Guide with the captured color itself (keeps its "
+                                                                   "detail and layout)")
+    tile_weight: FloatProperty(name="Weight", min=0.0, soft_max=2.0, default=1.0)
+    tile_start: FloatProperty(name="Start", min=0.0, max=1.0, default=0.0, subtype="FACTOR")
+    tile_end: FloatProperty(name="End", min=0.0, max=1.0, default=1.0, subtype="FACTOR")
+    tile_model: StringProperty(name="Model", description=_MODEL_HELP)
+    # Style reference (IP-Adapter): generations (not live frames) follow this image's look
+    use_style: BoolProperty(name="Style Reference", default=False,
+                            description="Every generation follows the look of a reference image (IP-Adapter)")
+    style_image: PointerProperty(type=bpy.types.Image, name="Image", description="The reference image")
+    style_path: StringProperty(name="File", subtype="FILE_PATH",
+                               description="A PNG or JPEG file, used when no image is chosen")
+    style_weight: FloatProperty(name="Weight", min=0.0, max=2.0, default=0.6,
+                                description="How strongly the reference steers the result")
     canny_low: IntProperty(name="Low", min=0, max=255, default=100)
     canny_high: IntProperty(name="High", min=0, max=255, default=200)
     # Output
@@ -99,8 +154,6 @@ class ControlBridgeSettings(bpy.types.PropertyGroup):
     helpers_in_render: BoolProperty(name="Helpers in Renders", default=False, update=_update_helpers_in_render,
                                     description="Show the image planes and projectors in F12 renders (they are "
                                                 "never in a capture)")
-    send_normals: BoolProperty(name="Send Normals", default=False,
-                               description="Also capture and send a camera-space normal map")
     # The ControlBridge render engine (F12 / Ctrl-F12)
     render_chain: BoolProperty(name="Chain Frames", default=False,
                                description="In an animation, start each frame from the previous frame's result "
@@ -151,6 +204,20 @@ def store_capabilities(info: ControlBridgeServerInfo, url: str, caps) -> None:
         item.name = str(model.get("name", ""))
         item.label = f"{item.name} ({model.get('family', '?')}, {model.get('native_resolution', '?')}px)"
     info.controlnets = ", ".join(caps.controlnets)
+    info.kinds_available = ", ".join(k for k in CONTROL_KINDS if control_offer.kind_available(caps, k))
+    info.controlnet_files.clear()
+    for entry in (caps.library or {}).get("controlnet") or []:
+        item = info.controlnet_files.add()
+        item.name = str(entry.get("name", ""))
+        item.label = ", ".join(x for x in (entry.get("family"), entry.get("variant")) if x)
+    info.union_files = ", ".join(e.name for e in info.controlnet_files if e.label.endswith("union"))
+    info.estimators.clear()
+    for kind in CONTROL_KINDS:
+        for name in control_offer.estimators_for(caps, kind):
+            item = info.estimators.add()
+            item.name, item.label = name, kind
+    info.style_adapters = ", ".join(str(a.get("name")) for a in (getattr(caps, "style", None) or {}).get("adapters")
+                                    or [])
     info.default_model = caps.default_model or ""
     limits = caps.limits or {}
     info.max_pixels = int(limits.get("max_pixels") or 0)
@@ -164,6 +231,11 @@ def clear_capabilities(info: ControlBridgeServerInfo) -> None:
     info.samplers.clear()
     info.models.clear()
     info.controlnets = ""
+    info.kinds_available = ""
+    info.controlnet_files.clear()
+    info.union_files = ""
+    info.estimators.clear()
+    info.style_adapters = ""
 
 
 def register():

@@ -35,7 +35,7 @@ def installed():
 def cb(installed):
     """The installed add-on's modules."""
     names = ("bridge", "capture", "results", "history", "jobs", "frustum", "preferences", "properties", "live",
-             "viewport", "operators", "engine", "cameras", "sheet")
+             "viewport", "operators", "engine", "cameras", "sheet", "style", "panels")
     mods = {n: importlib.import_module(f"{ADDON_MODULE}.{n}") for n in names}
     mods["package"] = importlib.import_module(ADDON_MODULE)
     mods["protocol"] = importlib.import_module(f"{ADDON_MODULE}.vendor.controlbridge_protocol")

@@ -37,7 +37,7 @@ def test_generate_lands_the_image_and_places_it(cb, scene, server_url, use_serve
     cube.data.materials.append(own)
     cube.select_set(True)
     p = scene.controlbridge
-    p.prompt, p.steps, p.randomize_seed, p.send_normals = "a red house", 4, True, True
+    p.prompt, p.steps, p.randomize_seed = "a red house", 4, True
     p.place_background, p.place_plane, p.plane_distance, p.place_projection = True, True, 7.5, True
 
     assert bpy.ops.controlbridge.generate() == {"FINISHED"}
