@@ -3,6 +3,7 @@
 image), a kind the server lacks is one clear message, and end to end the world-normal capture reaches a real
 server's normal ControlNet as the NormalBae colours it was trained on."""
 
+import io
 import shutil
 import time
 
@@ -12,7 +13,7 @@ from PIL import Image
 
 from controlbridge_protocol import Capabilities, ControlNetSettings, StyleSettings
 from controlbridge.server.outputs import read_job
-from controlbridge_unreal import jobs, plugin, settings_model
+from controlbridge_unreal import jobs, live, plugin, settings_model
 from fake_unreal import make_png
 from ue_scene import fast_settings, synthetic_capture
 
@@ -34,6 +35,7 @@ def test_each_kind_becomes_a_controlnet_with_its_window_file_and_estimator():
 def test_a_style_image_adds_the_style_settings_and_attachment():
     s = fast_settings(style_image="/Game/Refs/T_Look.T_Look", style_weight=0.9)
     assert jobs.job_settings(s, 64, 48).style == StyleSettings(weight=0.9)
+    assert live.frame_settings(s, 64, 48, "Shot").resolve(None).style is None   # style runs in jobs only
     capture = synthetic_capture(64, 48)
     reference = make_png(40, 30, (200, 100, 50))
     with_style = jobs.Capture(**{**capture.__dict__, "style_image": reference})
@@ -140,7 +142,7 @@ def test_a_normal_controlnet_the_server_lacks_is_refused_before_anything_is_sent
     assert list(server.output_dir.glob("*.png")) == []
 
 
-def test_the_capture_exports_a_style_texture_asset_once_per_live_session(fake_editor, tmp_path):
+def test_the_capture_exports_a_style_texture_asset_for_jobs_not_live_frames(fake_editor, tmp_path):
     from controlbridge_unreal import camera_math, engine_capture
     from controlbridge_unreal.settings_model import PluginSettings
     editor, ue = fake_editor
@@ -148,13 +150,14 @@ def test_the_capture_exports_a_style_texture_asset_once_per_live_session(fake_ed
     editor.assets["/Game/Refs/T_Look.T_Look"] = ue.Texture2D(name="T_Look", width=20, height=10, png=reference)
     view = camera_math.viewport_view((0.0, 0.0, 170.0), (-10.0, 0.0, 0.0), 90.0)
     settings = PluginSettings(style_image="/Game/Refs/T_Look.T_Look")
+    cap = engine_capture.capture(ue, view, 16, 16, settings, temp_dir=str(tmp_path))
+    assert cap.style_image == reference and cap.normal_rgba is None
     rig = {}
-    for _ in range(2):
-        cap = engine_capture.capture(ue, view, 16, 16, settings, temp_dir=str(tmp_path), rig=rig)
-        assert cap.style_image == reference and cap.normal_rgba is None
+    live = engine_capture.capture(ue, view, 16, 16, settings, temp_dir=str(tmp_path), rig=rig)
+    assert live.style_image is None                           # the server runs style references in jobs only
     exports = [c for c in editor.calls_named("ImageWriteBlueprintLibrary.export_to_disk")
                if c.args[2].format is ue.DesiredImageFormat.PNG]
-    assert len(exports) == 1                                  # kept in the live rig, not exported per frame
+    assert len(exports) == 1
     engine_capture.release_rig(ue, rig)
     with pytest.raises(engine_capture.buffers.CaptureProblem, match="not a texture asset"):
         engine_capture.capture(ue, view, 16, 16, PluginSettings(style_image="/Game/Nope.Nope"),
@@ -165,3 +168,52 @@ def test_the_capture_exports_a_style_texture_asset_once_per_live_session(fake_ed
                                  temp_dir=str(tmp_path))
     assert cap.style_image == reference and len(cap.normal_rgba) == 16 * 16 * 4
     assert all(rt.released for rt in editor.render_targets)
+
+
+@pytest.fixture
+def style_server(spawn_server, tmp_path, model_cache):
+    from controlbridge.engine.tiny_model import ensure_tiny_model
+    from test_style_reference import write_adapter_file, write_encoder_file   # tiny random-weight IP-Adapter files
+    models = tmp_path / "style-models"
+    write_adapter_file(ensure_tiny_model().base, "sd15", models / "ipadapter" / "ip-adapter_tiny_sd15.safetensors")
+    write_encoder_file(models / "clip_vision" / "tiny-clip-vision.safetensors")
+    return spawn_server("--models-dir", str(models))
+
+
+def test_a_style_texture_reaches_the_server_with_the_job(fake_editor, style_server):
+    editor, ue = fake_editor
+    look = np.zeros((30, 40, 3), np.uint8)
+    look[:15] = (220, 40, 30)
+    buf = io.BytesIO()
+    Image.fromarray(look).save(buf, "PNG")
+    editor.assets["/Game/Refs/T_Look.T_Look"] = ue.Texture2D(name="T_Look", width=40, height=30, png=buf.getvalue())
+    p = start_plugin(editor, ue, style_server, style_image="/Game/Refs/T_Look.T_Look", style_weight=0.8)
+    try:
+        editor.add_cine_camera()
+        plugin.generate_from_cine_camera()
+        task = pump(editor, 0)
+        assert task.finished is True, (task.texts, editor.messages)
+    finally:
+        p.stop()
+    saved, = style_server.output_dir.glob("*.png")
+    job = read_job(saved)
+    assert job["settings"]["style"] == {"weight": 0.8, "model": None, "image_encoder": None}
+    kept = saved.parent / job["inputs"]["style"]["file"]
+    assert np.array_equal(np.asarray(Image.open(kept).convert("RGB")), look)     # the texture, as exported
+
+
+def test_a_server_without_an_adapter_says_so_to_the_artist(fake_editor, spawn_server, tmp_path):
+    editor, ue = fake_editor
+    server = spawn_server()                                   # the tiny model alone: no ipadapter/ library
+    style_file = tmp_path / "look.png"
+    style_file.write_bytes(make_png(8, 8, (9, 9, 9)))
+    p = start_plugin(editor, ue, server, style_image=str(style_file))
+    try:
+        editor.add_cine_camera()
+        plugin.generate_from_cine_camera()
+        task = pump(editor, 0, timeout=60)
+    finally:
+        p.stop()
+    assert task.finished is False and len(editor.messages) == 1
+    assert editor.messages[0].startswith("The server reported an error: no sd15 IP-Adapter in the model library: "
+                                         "put one (e.g. ip-adapter_sd15.safetensors) into the ipadapter/ folder")

@@ -123,7 +123,7 @@ def capture(unreal, view: camera_math.CameraView, width: int, height: int, setti
 
     Normals (a normal ControlNet on): SCS_Normal (the GBuffer's world normal, signed) into RGBA16F, read back with
     the full depth and turned into the camera-space map in normals.py; the style image (Settings > Style Image) is
-    read or exported as it is named."""
+    read or exported as it is named (jobs only, not live frames)."""
     editor: unreal.UnrealEditorSubsystem = unreal.get_editor_subsystem(unreal.UnrealEditorSubsystem)
     actors: unreal.EditorActorSubsystem = unreal.get_editor_subsystem(unreal.EditorActorSubsystem)
     world: unreal.World = editor.get_editor_world()
@@ -203,7 +203,9 @@ def capture(unreal, view: camera_math.CameraView, width: int, height: int, setti
         raise buffers.CaptureProblem("Unreal returned no depth pixels for the capture (render target read failed).")
     probe = buffers.depth_stats(buffers.depth_from_linear_colors(probe_colors), probe_w, probe_h,
                                 max_depth_cm=settings.max_depth_cm)
-    style_bytes = style_image(unreal, settings.style_image, temp_dir, rig) if settings.style_image.strip() else None
+    # live frames (a rig) never carry the style image: the server runs style references in jobs only
+    style_bytes = style_image(unreal, settings.style_image, temp_dir) if settings.style_image.strip() and rig is None \
+        else None
     return Capture(width, height, color_png, depth_exr, probe.far, probe, normal_rgba, style_bytes)
 
 
@@ -221,11 +223,8 @@ def capture_normals(unreal, world: unreal.World, component: unreal.SceneCaptureC
     return normals.camera_normal_map(world_normals, buffers.depth_from_linear_colors(depth), view.rotation, far)
 
 
-def style_image(unreal, name: str, temp_dir: str, rig: Optional[dict] = None) -> bytes:
-    """Settings > Style Image's bytes: a file as it is, a texture asset exported to PNG by the engine's image writer.
-    Live mode keeps the last one in its rig (an asset is exported once per session, not per frame)."""
-    if rig is not None and rig.get("style", (None,))[0] == name:
-        return rig["style"][1]
+def style_image(unreal, name: str, temp_dir: str) -> bytes:
+    """Settings > Style Image's bytes: a file as it is, a texture asset exported to PNG by the engine's image writer."""
     if style.source_kind(name) == style.FILE:
         data = style.read_file(name)
     else:
@@ -242,8 +241,6 @@ def style_image(unreal, name: str, temp_dir: str, rig: Optional[dict] = None) ->
         if not data:
             raise buffers.CaptureProblem(f"Unreal could not export the style texture {name} to PNG.")
     style.image_size(data)        # a clear message now, not a server error later
-    if rig is not None:
-        rig["style"] = (name, data)
     return data
 
 
@@ -255,7 +252,6 @@ def release_rig(unreal, rig: dict) -> None:
     if actor is not None:
         actors: unreal.EditorActorSubsystem = unreal.get_editor_subsystem(unreal.EditorActorSubsystem)
         actors.destroy_actor(actor)
-    rig.pop("style", None)
     for target in targets:
         if target is not None:
             unreal.RenderingLibrary.release_render_target2d(target)
