@@ -63,10 +63,14 @@ def keep_log(server) -> list:
 
 def library_models(models: Path) -> Path:
     """A models folder whose library has a normal ControlNet (the tiny depth one's random weights; the library
-    tells the kind from the file name, as from control_v11p_sd15_normalbae's)."""
+    tells the kind from the file name, as from control_v11p_sd15_normalbae's) and a tiny IP-Adapter with its
+    image encoder (style reference)."""
     import shutil
     from controlbridge.engine.tiny_model import ensure_tiny_model
+    from test_style_reference import write_adapter_file, write_encoder_file
     shutil.copytree(ensure_tiny_model().controlnets["depth"], models / "controlnet" / "tiny-normalbae")
+    write_adapter_file(ensure_tiny_model().base, "sd15", models / "ipadapter" / "ip-adapter_tiny_sd15.safetensors")
+    write_encoder_file(models / "clip_vision" / "tiny-clip-vision.safetensors")
     return models
 
 

@@ -41,7 +41,6 @@ def live_settings(p, capabilities) -> JobSettings:
     stable."""
     s = presets.live_settings(settings_from_props(p), capabilities, steps=int(p.live_steps),
                               sampler=presets.LIVE_SAMPLER if p.live_fast else None)
-    s = s.replace(style=None)   # the server runs style references in jobs only; live frames send no style image
     return s.replace(seed=-1) if p.randomize_seed else s
 
 

@@ -150,3 +150,19 @@ def test_a_style_image_goes_with_the_job(cb, scene, tmp_path):
     images, _ = cb.jobs.capture_later(scene.name, bpy.context.view_layer.name,
                                       cb.capture.options_from_props(p))()
     assert [a.name for a in images] == ["color", "depth", "style"]
+
+
+def test_a_style_reference_reaches_the_server_with_generate(cb, scene, use_server, wait_idle):
+    use_server(env_or_skip("CONTROLBRIDGE_TEST_LIBRARY_SERVER_URL"))
+    p = scene.controlbridge
+    p.prompt, p.steps, p.use_canny = "a cube", 4, False
+    look = bpy.data.images.new("look", 16, 8)                        # the server wants at least 8 x 8
+    look.pixels.foreach_set(np.tile(np.array([0.9, 0.2, 0.1, 1.0], np.float32), 16 * 8))
+    p.use_style, p.style_image, p.style_weight = True, look, 0.75
+    assert bpy.ops.controlbridge.generate() == {"FINISHED"}
+    st = wait_idle(timeout=120)
+    assert st.phase == "finished", st.line
+    info = cb.results.job_info(bpy.data.images[st.image_name])
+    assert info["settings"]["style"] == {"weight": 0.75, "model": None, "image_encoder": None}
+    kept = read_png(next(Path(info["saved_path"]).with_suffix(".inputs").glob("style.*")))
+    assert kept.shape == (8, 16, 4) and tuple(kept[0, 0]) == (230, 51, 26, 255)     # the image's own pixels
