@@ -1,5 +1,6 @@
 """Style reference (IP-Adapter): settings on the wire, library detection, and real jobs on tiny models."""
 import json
+import re
 
 import pytest
 
@@ -48,18 +49,46 @@ def write_encoder_file(path, seed=0):
     return path
 
 
-def write_adapter_file(unet_folder, family, path, seed=0, scale=1.0):
-    """ComfyUI's ipadapter/ single file (h94's layout): image_proj.{proj,norm}.* and ip_adapter.<1,3,5...>.to_k_ip /
-    to_v_ip for every cross-attention layer in the UNet's processor order, random weights."""
+def plus_image_proj(cross, gen):
+    """A "plus" adapter's resampler in h94's original key layout (diffusers' converter in reverse): 4 queries read
+    the image encoder's hidden states (width 64: one head of 64)."""
+    import torch
+    from diffusers.models.embeddings import IPAdapterPlusImageProjection
+    torch.manual_seed(int(torch.randint(0, 2**31, (1,), generator=gen)))
+    resampler = IPAdapterPlusImageProjection(embed_dims=ENCODER["hidden_size"], output_dims=cross, hidden_dims=64,
+                                             heads=1, num_queries=4)
+    out, sd = {}, resampler.state_dict()
+    for key, value in sd.items():
+        original = re.sub(r"layers\.(\d)\.ln0\.", r"layers.\1.0.norm1.", key)
+        original = re.sub(r"layers\.(\d)\.ln1\.", r"layers.\1.0.norm2.", original)
+        original = re.sub(r"layers\.(\d)\.ff\.0\.", r"layers.\1.1.0.", original)
+        original = re.sub(r"layers\.(\d)\.ff\.1\.net\.0\.proj\.", r"layers.\1.1.1.", original)
+        original = re.sub(r"layers\.(\d)\.ff\.1\.net\.2\.", r"layers.\1.1.3.", original)
+        original = re.sub(r"layers\.(\d)\.attn\.to_out\.0\.", r"layers.\1.0.to_out.", original)
+        original = re.sub(r"layers\.(\d)\.attn\.to_q\.", r"layers.\1.0.to_q.", original)
+        if ".attn.to_k." in key:
+            original = re.sub(r"layers\.(\d)\.attn\.to_k\.", r"layers.\1.0.to_kv.", key)
+            value = torch.cat([value, sd[key.replace("to_k.", "to_v.")]])
+        elif ".attn.to_v." in key:
+            continue
+        out["image_proj." + original] = value.contiguous()
+    return out
+
+
+def write_adapter_file(unet_folder, family, path, seed=0, scale=1.0, plus=False):
+    """ComfyUI's ipadapter/ single file (h94's layout): image_proj.{proj,norm}.* (or a plus adapter's resampler) and
+    ip_adapter.<1,3,5...>.to_k_ip / to_v_ip for every cross-attention layer in the UNet's processor order, random
+    weights."""
     import torch
     from diffusers import UNet2DConditionModel
     from safetensors.torch import save_file
     unet = UNet2DConditionModel.from_pretrained(unet_folder, subfolder="unet")
     gen = torch.Generator().manual_seed(seed)
     cross = unet.config.cross_attention_dim
-    state = {"image_proj.proj.weight": torch.randn(cross * 4, ENCODER["projection_dim"], generator=gen) * 0.2,
-             "image_proj.proj.bias": torch.randn(cross * 4, generator=gen) * 0.1,
-             "image_proj.norm.weight": torch.ones(cross), "image_proj.norm.bias": torch.zeros(cross)}
+    state = plus_image_proj(cross, gen) if plus else {
+        "image_proj.proj.weight": torch.randn(cross * 4, ENCODER["projection_dim"], generator=gen) * 0.2,
+        "image_proj.proj.bias": torch.randn(cross * 4, generator=gen) * 0.1,
+        "image_proj.norm.weight": torch.ones(cross), "image_proj.norm.bias": torch.zeros(cross)}
     key = 1
     for name in unet.attn_processors:
         if name.endswith("attn1.processor"):
@@ -81,6 +110,8 @@ def style_models(tmp_path_factory, model_cache):
     write_adapter_file(ensure_tiny_model().base, "sd15", models / "ipadapter" / "ip-adapter_tiny_sd15.safetensors")
     write_adapter_file(ensure_tiny_family("sdxl").base, "sdxl", models / "ipadapter" / "ip-adapter_tiny_sdxl.safetensors",
                        seed=1)
+    write_adapter_file(ensure_tiny_model().base, "sd15", models / "ipadapter" / "style-plus_tiny_sd15.safetensors",
+                       seed=4, plus=True)
     write_encoder_file(models / "clip_vision" / "tiny-clip-vision.safetensors")
     tiny_encoder(seed=2).save_pretrained(models / "clip_vision" / "tiny-clip-vision-folder")
     return models
@@ -109,6 +140,8 @@ def test_the_library_finds_adapters_and_image_encoders_by_their_keys(style_model
     sd15, sdxl = entries["ip-adapter_tiny_sd15.safetensors"], entries["ip-adapter_tiny_sdxl.safetensors"]
     assert (sd15.kind, sd15.families, sd15.variant) == ("ipadapter", ("sd15",), "p32")
     assert (sdxl.kind, sdxl.families) == ("ipadapter", ("sdxl",))
+    plus = entries["style-plus_tiny_sd15.safetensors"]
+    assert (plus.kind, plus.families, plus.variant) == ("ipadapter", ("sd15",), "h64")
     for name in ("tiny-clip-vision.safetensors", "tiny-clip-vision-folder"):
         assert (entries[name].kind, entries[name].variant) == ("clip_vision", "h64-p32")
 
@@ -182,6 +215,25 @@ def test_sdxl_style_with_a_named_transformers_image_encoder(style_server):
         _, after = run(c, plain, images)
     assert np.array_equal(first, again) and np.array_equal(after, fresh)
     assert np.abs(first.astype(int) - fresh.astype(int)).mean() > 1.0
+
+
+def test_a_plus_adapter_reads_the_image_encoders_hidden_states(style_server):
+    import numpy as np
+    from controlbridge_protocol import Client
+    from helpers import blockout_images, quick_settings
+    images, style = blockout_images(), reference_png()
+    plain = quick_settings()
+    plus = plain.replace(style=StyleSettings(weight=1.0, model="style-plus_tiny_sd15.safetensors",
+                                             image_encoder="tiny-clip-vision.safetensors"))
+    with Client(style_server.url) as c:
+        _, fresh = run(c, plain, images)
+        _, first = run(c, plus, images + [style])
+        _, plain_style = run(c, plus.replace(style=StyleSettings(weight=1.0)), images + [style])
+        _, again = run(c, plus, images + [style])
+        _, after = run(c, plain, images)
+    assert np.array_equal(first, again) and np.array_equal(after, fresh)
+    assert np.abs(first.astype(int) - fresh.astype(int)).mean() > 1.0
+    assert not np.array_equal(first, plain_style)             # another adapter, another look
 
 
 def expect_error(client, settings, images, code, words):

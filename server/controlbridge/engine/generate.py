@@ -161,7 +161,7 @@ def generate(model: LoadedModel, settings: JobSettings, inputs: JobInputs,
         other_work = between_steps
 
         def between_steps():
-            with paused(style, pipe.unet):              # a live frame runs on the UNet without the adapter
+            with paused(style, pipe):                   # a live frame runs on the UNet without the adapter
                 other_work()
                 model.loras.apply(pipe, resources.loras)     # a live frame may have fused its own in
     prompts = model.prompts.pipeline_arguments(pipe, model.family, settings.prompt, settings.negative_prompt,

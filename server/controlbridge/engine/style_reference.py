@@ -191,7 +191,7 @@ class JobStyle:
         unet = _plain(unet)
         current = dict(unet.attn_processors)
         current.update(self.adapter.processors)
-        unet.set_attn_processor(current)
+        unet.set_attn_processor(current)         # before the projection, whose own attention layers stay as they are
         unet.encoder_hid_proj = self.adapter.projection
         unet.config.encoder_hid_dim_type = "ip_image_proj"     # as diffusers' loader sets it
         for p in self.adapter.processors.values():
@@ -217,16 +217,16 @@ def attached(style: Optional[JobStyle], pipe, guided: bool):
 
 
 @contextmanager
-def paused(style: Optional[JobStyle], unet):
+def paused(style: Optional[JobStyle], pipe):
     """The UNet without the adapter for other work between a style job's steps (a live frame), then with it."""
     if style is None or not style._saved:
         yield
         return
-    style.detach(unet)
+    style.detach(pipe.unet)
     try:
         yield
     finally:
-        style.attach(unet)
+        style.attach(pipe.unet)
 
 
 def _plain(unet):
@@ -242,6 +242,8 @@ def _state(unet) -> tuple:
 def _restore(unet, state) -> None:
     processors, projection, kind = state
     unet = _plain(unet)
-    unet.set_attn_processor(dict(processors))    # set_attn_processor empties the dict it is given
+    # The projection first: a plus adapter's resampler has attention layers of its own, which count as the UNet's
+    # while it is attached.
     unet.encoder_hid_proj = projection
     unet.config.encoder_hid_dim_type = kind
+    unet.set_attn_processor(dict(processors))    # set_attn_processor empties the dict it is given
