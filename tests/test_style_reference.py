@@ -361,3 +361,23 @@ def test_the_cli_sends_a_style_image_and_a_saved_style_job_reruns_to_the_same_pi
     assert np.array_equal(pixels["styled"], pixels["again"]) and not np.array_equal(pixels["styled"], pixels["plain"])
     assert main([str(a) for a in common + ["--style-weight", "1", "-o", tmp_path / "x.png"]]) != 0
     assert "--style-weight needs a style image" in capsys.readouterr().err
+
+
+def test_live_frames_take_no_style_and_the_live_preset_leaves_it_out(style_server):
+    import time
+
+    from controlbridge_protocol import Client, JobError
+    from controlbridge_protocol.presets import live_settings
+    from helpers import blockout_images, quick_settings
+    styled = quick_settings(style=StyleSettings())
+    assert live_settings(styled).style is None
+    with Client(style_server.url) as c:
+        start = c.start_live(styled, 96, 64)
+        frame = c.send_live_frame(styled, blockout_images() + [reference_png()])
+        errors, deadline = {}, time.monotonic() + 60
+        while len(errors) < 2 and time.monotonic() < deadline:
+            event = c.next_event(timeout=0.5)
+            if isinstance(event, JobError):
+                errors[event.request_id] = event
+    for request in (start, frame):
+        assert errors[request].code == ErrorCode.OUT_OF_RANGE and "not in live frames" in errors[request].message

@@ -2,8 +2,8 @@
 
 A live frame should come back in tens of milliseconds on a GPU: a few steps of a few-step sampler at CFG 1
 (what LCM-LoRA, Hyper-SD and SD-Turbo models are distilled for), a JPEG back, the tiny decoder when the server
-has one, no step previews, one image, no hires pass. The artist's prompt, seed, ControlNets, LoRAs, model and
-output size stay as they are.
+has one, no step previews, one image, no hires pass, no style reference (live frames take none yet). The
+artist's prompt, seed, ControlNets, LoRAs, model and output size stay as they are.
 """
 from typing import Optional
 
