@@ -112,6 +112,8 @@ def style_models(tmp_path_factory, model_cache):
                        seed=1)
     write_adapter_file(ensure_tiny_model().base, "sd15", models / "ipadapter" / "style-plus_tiny_sd15.safetensors",
                        seed=4, plus=True)
+    # Says SD1.5 in its metadata but was made for the SDXL UNet: loading it must fail cleanly.
+    write_adapter_file(ensure_tiny_family("sdxl").base, "sd15", models / "ipadapter" / "wrong-widths_sd15.safetensors")
     write_encoder_file(models / "clip_vision" / "tiny-clip-vision.safetensors")
     tiny_encoder(seed=2).save_pretrained(models / "clip_vision" / "tiny-clip-vision-folder")
     return models
@@ -261,6 +263,19 @@ def test_bad_style_requests_get_specific_errors_and_the_server_keeps_serving(sty
         expect_error(c, quick_settings(model="tiny-flux", sampler="euler", style=StyleSettings()), images + [style],
                      ErrorCode.WRONG_FAMILY, "SD1.5 and SDXL")
         assert c.run(quick_settings(), images, timeout=300).image.data
+
+
+def test_an_adapter_that_does_not_fit_the_unet_is_unavailable_and_leaves_it_as_it_was(style_server):
+    import numpy as np
+    from controlbridge_protocol import Client
+    from helpers import blockout_images, quick_settings
+    images = blockout_images()
+    with Client(style_server.url) as c:
+        _, fresh = run(c, quick_settings(), images)
+        expect_error(c, quick_settings(style=StyleSettings(model="wrong-widths_sd15.safetensors")),
+                     images + [reference_png()], ErrorCode.UNAVAILABLE, "does not fit model 'tiny'")
+        _, after = run(c, quick_settings(), images)
+    assert np.array_equal(after, fresh)
 
 
 def test_no_adapter_in_the_library_is_unavailable_with_where_to_put_one(make_server, tmp_path):

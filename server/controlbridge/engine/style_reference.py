@@ -103,20 +103,20 @@ def load_adapter(model, adapter_path, encoder) -> StyleAdapter:
     unet = model.base.unet
     processor = CLIPImageProcessor(size=encoder.config.image_size, crop_size=encoder.config.image_size)
     # A throwaway pipeline over the same components, holding the processor, so `load_ip_adapter` registers
-    # nothing into the model's own pipelines; it changes the shared UNet, which `_detach` restores at once.
+    # nothing into the model's own pipelines; it changes the shared UNet, which is put back at once (also when the
+    # file does not fit this UNet and loading stops half way).
     holder = type(model.base)(**{**model.base.components, "feature_extractor": processor})
     before = _state(unet)
-    path = str(adapter_path)
     try:
         holder.load_ip_adapter(str(adapter_path.parent), subfolder="", weight_name=adapter_path.name,
                                image_encoder_folder=None, local_files_only=True)
-    except (RuntimeError, ValueError, KeyError) as e:
-        _restore(unet, before)
-        raise StyleUnavailable(f"IP-Adapter {path} does not fit model {model.name!r} ({model.family}): "
+        ip = {name: p for name, p in unet.attn_processors.items() if hasattr(p, "scale") and hasattr(p, "to_k_ip")}
+        projection = unet.encoder_hid_proj
+    except (RuntimeError, ValueError, KeyError, IndexError) as e:
+        raise StyleUnavailable(f"IP-Adapter {adapter_path} does not fit model {model.name!r} ({model.family}): "
                                f"{str(e).splitlines()[0][:300]}") from None
-    ip = {name: p for name, p in unet.attn_processors.items() if hasattr(p, "scale") and hasattr(p, "to_k_ip")}
-    projection = unet.encoder_hid_proj
-    _restore(unet, before)
+    finally:
+        _restore(unet, before)
     hidden = not isinstance(projection.image_projection_layers[0], ImageProjection)
     return StyleAdapter(ip, projection, encoder, processor, hidden)
 
