@@ -374,6 +374,7 @@ def test_settings_dialog_round_trip(fake_editor):
     assert edited.prompt == "new prompt" and edited.steps == 150
     call, = editor.calls_named("EditorDialog.show_object_details_view")
     assert call.args[0] == "ControlBridge Settings" and call.args[2].show_object_name is False
+    assert call.args[1].get_editor_property("server_offers") == ""
     editor.details_view = lambda obj: False
     assert engine_ui.edit_settings(ue, classes.settings, PluginSettings()) is None
 
@@ -382,7 +383,7 @@ def test_settings_class_matches_the_field_list(fake_editor):
     editor, ue = fake_editor
     classes = engine_classes.define(ue)
     props = {name: value for name, value in vars(classes.settings).items() if isinstance(value, type(ue.uproperty(str)))}
-    assert list(props) == [f.name for f in settings_model.FIELDS]
+    assert list(props) == [f.name for f in settings_model.FIELDS] + ["server_offers"]   # shown, never saved
     for f in settings_model.FIELDS:
         assert props[f.name].type is f.type, f.name
         assert props[f.name].meta == settings_model.uproperty_meta(f)

@@ -72,6 +72,19 @@ def test_a_kind_the_server_lacks_is_one_message_naming_what_it_has():
     assert jobs.check_against_capabilities(ok, caps) is None
 
 
+def test_settings_show_what_the_server_offers_for_each_kind():
+    caps = Capabilities(controlnets=["canny", "depth"], control={"estimators": ["lineart"],
+                                                                  "union_modes": {"sdxl": ["depth", "tile"]}},
+                        library={"controlnet": [{"name": "tiny-normalbae", "family": "sd15"},
+                                                {"name": "promax", "family": "sdxl", "variant": "union"}]},
+                        style={"adapters": []})
+    assert jobs.offer_summary(caps).splitlines() == [
+        "depth: the model's own, promax", "canny: the model's own", "normal: tiny-normalbae",
+        "lineart: not on this server; estimators: lineart", "softedge: not on this server; estimators: none",
+        "tile: promax", "style: not on this server (no IP-Adapter)"]
+    assert jobs.offer_summary(None).startswith("Not connected yet")
+
+
 # --------------------------------------------------------------------------- end to end
 
 def pump(editor, index, timeout=180.0):
@@ -112,6 +125,10 @@ def test_the_world_normal_capture_feeds_a_normal_controlnet(fake_editor, library
         assert task.finished is True, (task.texts, editor.messages)
     finally:
         p.stop()
+    shown = []
+    editor.details_view = lambda obj: shown.append(obj.get_editor_property("server_offers")) or False
+    p.open_settings()                                      # after a job: the server's offers are known
+    assert "normal: tiny-normalbae" in shown[0] and "lineart: not on this server" in shown[0]
     saved, = library_server.output_dir.glob("*.png")
     job = read_job(saved)
     assert job["settings"]["controlnets"]["normal"]["model"] == "tiny-normalbae"
@@ -217,3 +234,14 @@ def test_a_server_without_an_adapter_says_so_to_the_artist(fake_editor, spawn_se
     assert task.finished is False and len(editor.messages) == 1
     assert editor.messages[0].startswith("The server reported an error: no sd15 IP-Adapter in the model library: "
                                          "put one (e.g. ip-adapter_sd15.safetensors) into the ipadapter/ folder")
+
+
+def test_a_history_rerun_captures_what_its_job_needs():
+    now = fast_settings(style_image="/Game/Refs/T_Look.T_Look")
+    with_normal = jobs.job_settings(fast_settings(normal_weight=0.6), 64, 48)
+    s = jobs.capture_settings(now, with_normal)
+    assert jobs.wants_normals(s) and s.style_image == ""          # its normal ControlNet: normals; no style
+    assert jobs.capture_settings(now, jobs.job_settings(now, 64, 48)) == now   # a new job: the settings as they are
+    styled = jobs.job_settings(now, 64, 48)
+    with pytest.raises(jobs.CaptureProblem, match="choose a Style Image"):
+        jobs.capture_settings(fast_settings(), styled)

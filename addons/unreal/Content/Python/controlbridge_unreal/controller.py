@@ -139,12 +139,12 @@ class Controller:
             else:
                 view = self.engine.resolve_view(source, settings)
                 width, height = jobs.output_size(settings, view)
-            t0 = time.monotonic()
-            capture = self.engine.capture(view, width, height, settings)
-            self.engine.log(f"ControlBridge: captured {view.label} at {width}x{height} in "
-                            f"{time.monotonic() - t0:.2f}s (background {capture.probe.background_fraction:.0%})")
             job_settings = (history.rerun_settings(rerun, width, height) if rerun is not None
                             else jobs.job_settings(settings, width, height, view.label))
+            t0 = time.monotonic()
+            capture = self.engine.capture(view, width, height, jobs.capture_settings(settings, job_settings))
+            self.engine.log(f"ControlBridge: captured {view.label} at {width}x{height} in "
+                            f"{time.monotonic() - t0:.2f}s (background {capture.probe.background_fraction:.0%})")
             images = jobs.attachments(capture)
         except (UserError, CaptureProblem) as e:
             self.engine.show_error(str(e))

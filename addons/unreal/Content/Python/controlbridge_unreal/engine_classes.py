@@ -96,6 +96,11 @@ def define(unreal) -> PluginClasses:
         shot_sequence = unreal.uproperty(str, meta=_meta("shot_sequence"))
         shot_every_nth = unreal.uproperty(int, meta=_meta("shot_every_nth"))
         shot_range_cut = unreal.uproperty(str, meta=_meta("shot_range_cut"))
+        # not a setting: what the last server offers (jobs.offer_summary), for reading; never saved
+        server_offers = unreal.uproperty(str, meta={
+            "Category": "ControlBridge|Control", "MultiLine": "true", "DisplayName": "Server Offers",
+            "ToolTip": "What the last server offers for each ControlNet kind, its estimators and style ('not on this "
+                       "server' otherwise). For reading: edits here are ignored."})
 
     @unreal.uclass()
     class ControlBridgeGeneration(unreal.EditorUtilityTask):

@@ -153,11 +153,13 @@ class TaskProgress:
 
 # --------------------------------------------------------------------------- settings dialog
 
-def edit_settings(unreal, settings_class, current: PluginSettings) -> Optional[PluginSettings]:
-    """Show the settings object in the editor's details view (modal, OK/Cancel). None when cancelled."""
+def edit_settings(unreal, settings_class, current: PluginSettings, offers: str = "") -> Optional[PluginSettings]:
+    """Show the settings object in the editor's details view (modal, OK/Cancel). None when cancelled. `offers`:
+    what the server has (jobs.offer_summary), shown for reading; it is not a setting and is never saved."""
     settings_object = settings_class()
     for f in FIELDS:
         settings_object.set_editor_property(f.name, getattr(current, f.name))
+    settings_object.set_editor_property("server_offers", offers)
     options: unreal.EditorDialogLibraryObjectDetailsViewOptions = unreal.EditorDialogLibraryObjectDetailsViewOptions(
         show_object_name=False, allow_search=True)
     accepted = unreal.EditorDialog.show_object_details_view("ControlBridge Settings", settings_object, options)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Dict, List, Optional, Tuple
 
 from controlbridge_protocol import ControlNetSettings, ImageAttachment, JobSettings, StyleSettings, control_offer
 
 from . import camera_math, style
-from .buffers import DepthStats
+from .buffers import CaptureProblem, DepthStats
 from .naming import sanitize
 from .settings_model import CONTROL_KINDS, PluginSettings
 
@@ -65,6 +65,17 @@ def wants_normals(settings: PluginSettings) -> bool:
     return settings.validated().normal_weight > 0
 
 
+def capture_settings(settings: PluginSettings, job: JobSettings) -> PluginSettings:
+    """The settings a capture for `job` runs with: the normal pass when the job has a normal ControlNet, the style
+    image when it has a style. Equal to `settings` for a new job; a history re-run may differ from them."""
+    if job.style is not None and not settings.style_image.strip():
+        raise CaptureProblem("This result used a style reference: choose a Style Image in ControlBridge settings "
+                             "to re-run it.")
+    normal = job.controlnets.get("normal")
+    return replace(settings, normal_weight=normal.weight if normal is not None else 0.0,
+                   style_image=settings.style_image if job.style is not None else "")
+
+
 def job_settings(settings: PluginSettings, width: int, height: int, camera_label: str = "") -> JobSettings:
     """The one JobSettings for a generation. A ControlNet whose weight is 0 is left out (= switched off)."""
     s = settings.validated()
@@ -101,6 +112,24 @@ def attachments(capture: Capture) -> List[ImageAttachment]:
     if capture.style_image is not None:
         images.append(style.attachment(capture.style_image))
     return images
+
+
+def offer_summary(capabilities) -> str:
+    """What the last server offers for each ControlNet kind, its estimators and style, one line each: shown read-only
+    in Settings so the artist sees which kinds are not on this server before generating."""
+    if capabilities is None:
+        return "Not connected yet: the server is asked with the first generation (then reopen Settings)."
+    own = set(getattr(capabilities, "controlnets", None) or [])
+    lines = []
+    for kind in CONTROL_KINDS:
+        where = (["the model's own"] if kind in own else []) + control_offer.controlnet_files(capabilities, kind)
+        line = f"{kind}: {', '.join(where) or 'not on this server'}"
+        if kind in control_offer.ESTIMATED_KINDS:
+            line += f"; estimators: {', '.join(control_offer.estimators_for(capabilities, kind)) or 'none'}"
+        lines.append(line)
+    adapters = [str(a.get("name")) for a in (getattr(capabilities, "style", None) or {}).get("adapters") or []]
+    lines.append(f"style: {', '.join(adapters) or 'not on this server (no IP-Adapter)'}")
+    return "\n".join(lines)
 
 
 def check_against_capabilities(settings: JobSettings, capabilities) -> Optional[str]:

@@ -10,7 +10,7 @@ import os
 from typing import Optional
 
 from . import (camera_math, engine_capture, engine_classes, engine_live, engine_projection, engine_results, engine_sequence,
-               engine_ui, history, naming, projection, result_plan, settings_model, shots)
+               engine_ui, history, jobs, naming, projection, result_plan, settings_model, shots)
 from controlbridge_protocol import HistoryItem, ImageAttachment, Result
 
 from .controller import CINE_CAMERA, VIEWPORT, Controller, EnginePort, PendingJob, UserError
@@ -213,7 +213,8 @@ class Plugin:
             self._shutdown_handle = None
 
     def open_settings(self) -> None:
-        edited = engine_ui.edit_settings(self.unreal, self.classes.settings, self.store.get())
+        edited = engine_ui.edit_settings(self.unreal, self.classes.settings, self.store.get(),
+                                         jobs.offer_summary(self.worker.capabilities))
         if edited is not None:
             self.store.set(edited)
             self.unreal.log(f"ControlBridge settings saved to {self.store.path}")

@@ -124,6 +124,11 @@ class Worker:
 
     # ---- game thread ------------------------------------------------------------------------
 
+    @property
+    def capabilities(self):
+        """The last server's welcome capabilities (None before the first connection); read-only from any thread."""
+        return getattr(self._welcome, "capabilities", None)
+
     def start(self) -> None:
         if self._thread is not None and self._thread.is_alive():
             return
