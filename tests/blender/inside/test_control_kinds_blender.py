@@ -81,6 +81,8 @@ def test_the_panel_says_which_kinds_the_server_lacks(cb, scene, server_url):
         p.tile_model = "nope.safetensors"
         assert "not in the server's library" in draw(panels.VIEW3D_PT_controlbridge_controlnets, bpy.context)
         assert "not on this server (no IP-Adapter)" in draw(panels.VIEW3D_PT_controlbridge_style, bpy.context)
+        server = draw(panels.VIEW3D_PT_controlbridge_server, bpy.context)
+        assert "Kinds it can run: depth, canny, normal" in server and "Estimators: lineart" in server
     finally:
         cb.properties.clear_capabilities(info)
 
