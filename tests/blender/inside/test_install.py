@@ -57,9 +57,10 @@ def test_panel_draws_only_existing_properties(installed, cb):
     server = {p.identifier for p in cb.properties.ControlBridgeServerInfo.bl_rna.properties}
     names = set()
     for match in re.finditer(r'\.prop(?:_search)?\(p, f?"([\w{}]+)"', source):
-        names |= {match.group(1).replace("{name}", n) for n in ("depth", "canny")}
+        kinds = ("lineart", "softedge") if match.group(1) == "{name}_estimator" else cb.properties.CONTROL_KINDS
+        names |= {match.group(1).replace("{name}", n) for n in kinds}
     assert len(names) > 20 and names <= settings, names - settings
-    searched = set(re.findall(r'prop_search\(p, "\w+", info, "(\w+)"', source))
+    searched = set(re.findall(r'prop_search\(p, f?"[\w{}]+", info, "(\w+)"', source))
     assert searched and searched <= server
     used = set(re.findall(r"\binfo\.(\w+)", source)) | set(re.findall(r"\bst\.(\w+)", source))
     state_fields = set(cb.bridge.State.__dataclass_fields__) | {"active"}
