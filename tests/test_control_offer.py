@@ -55,3 +55,15 @@ def test_a_real_servers_welcome_reads_the_same(server):
     assert control_offer.kind_available(caps, "depth") and not control_offer.kind_available(caps, "lineart")
     assert control_offer.problems(quick_settings(controlnets={"lineart": ControlNetSettings()}), caps) == [
         "the server's model has no lineart ControlNet"]
+
+
+def test_an_empty_estimator_is_the_servers_first_for_that_kind():
+    s = quick_settings(controlnets={"lineart": ControlNetSettings(), "softedge": ControlNetSettings()},
+                       estimate={"lineart": "", "softedge": ""})
+    filled = control_offer.fill_estimators(s, CAPS)
+    assert filled.estimate == {"lineart": "lineart", "softedge": "pidinet"}
+    assert control_offer.fill_estimators(s, None) is s
+    none_here = control_offer.fill_estimators(s, Capabilities(control={"estimators": ["midas"]}))
+    assert none_here.estimate == {"lineart": "", "softedge": ""}
+    assert control_offer.problems(none_here, Capabilities(control={"estimators": ["midas"]}))[-1] == \
+        "the server has no estimator for softedge maps (it offers: midas)"

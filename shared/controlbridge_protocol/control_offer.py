@@ -64,6 +64,15 @@ def estimators_for(caps, kind: str) -> List[str]:
     return names
 
 
+def fill_estimators(settings: JobSettings, caps) -> JobSettings:
+    """`settings` with each `estimate` entry left empty ("the server's choice") naming this server's first estimator
+    for that kind; an entry the server has none for stays empty and `problems` names it."""
+    if caps is None or all(settings.estimate.values()):
+        return settings
+    return settings.replace(estimate={kind: name or next(iter(estimators_for(caps, kind)), "")
+                                      for kind, name in settings.estimate.items()})
+
+
 def kind_available(caps, kind: str) -> bool:
     """Whether the server can run a `kind` ControlNet at all (its model's own, or one from its library)."""
     return kind in (getattr(caps, "controlnets", None) or []) or bool(controlnet_files(caps, kind))
@@ -88,7 +97,9 @@ def problems(settings: JobSettings, caps) -> List[str]:
             out.append(f"the server's model has no {name} ControlNet{hint}")
     offered = [str(e.get("name") if isinstance(e, dict) else e) for e in _control(caps).get("estimators") or []]
     for name, estimator in settings.estimate.items():
-        if estimator not in offered:
+        if not estimator:
+            out.append(f"the server has no estimator for {name} maps (it offers: {', '.join(offered) or 'none'})")
+        elif estimator not in offered:
             out.append(f"the server has no {estimator} estimator for {name} "
                        f"(it offers: {', '.join(offered) or 'none'})")
     return out

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from controlbridge_protocol import Capabilities, ControlNetSettings, StyleSettings
+from controlbridge_protocol import Capabilities, ControlNetSettings, StyleSettings, control_offer
 from controlbridge.server.outputs import read_job
 from controlbridge_unreal import jobs, live, plugin, settings_model
 from fake_unreal import make_png
@@ -26,7 +26,7 @@ def test_each_kind_becomes_a_controlnet_with_its_window_file_and_estimator():
     assert job.controlnets == {
         "normal": ControlNetSettings(0.7, 0.1, 0.8, model="control_v11p_sd15_normalbae.safetensors"),
         "lineart": ControlNetSettings(0.5), "softedge": ControlNetSettings(0.4), "tile": ControlNetSettings(0.3)}
-    assert job.estimate == {"lineart": "lineart", "softedge": "pidinet"}   # defaults to the kind's own estimator
+    assert job.estimate == {"lineart": "", "softedge": "pidinet"}     # empty: the server's first for lineart
     assert job.style is None
     assert jobs.wants_normals(s) and not jobs.wants_normals(fast_settings())
     assert jobs.job_settings(fast_settings(), 64, 48).estimate == {}     # no estimator for a kind that is off
@@ -63,10 +63,10 @@ def test_a_kind_the_server_lacks_is_one_message_naming_what_it_has():
                         control={"estimators": ["lineart"]},
                         library={"controlnet": [{"name": "tiny-normalbae", "family": "sd15"}]})
     job = jobs.job_settings(fast_settings(normal_weight=1.0, softedge_weight=0.5), 64, 48)
-    message = jobs.check_against_capabilities(job, caps)
+    message = jobs.check_against_capabilities(control_offer.fill_estimators(job, caps), caps)
     assert message == ("Not on this server: the server's model has no normal ControlNet; choose one of its library's: "
-                       "tiny-normalbae; the server's model has no softedge ControlNet; the server has no softedge "
-                       "estimator for softedge (it offers: lineart). Set those weights to 0, or choose what it has, "
+                       "tiny-normalbae; the server's model has no softedge ControlNet; the server has no estimator "
+                       "for softedge maps (it offers: lineart). Set those weights to 0, or choose what it has, "
                        "in ControlBridge settings.")
     ok = jobs.job_settings(fast_settings(normal_weight=1.0, normal_model="tiny-normalbae"), 64, 48)
     assert jobs.check_against_capabilities(ok, caps) is None

@@ -428,7 +428,9 @@ def _capture_and_send(job: Job) -> None:
     if job.cancel_requested:
         _end(job, phase="cancelled", line="Cancelled", error="")
         return
-    missing = control_offer.problems(job.settings, getattr(_client, "capabilities", None))
+    caps = getattr(_client, "capabilities", None)
+    job.settings = control_offer.fill_estimators(job.settings, caps)
+    missing = control_offer.problems(job.settings, caps)
     if missing:   # before a capture that could take long: the server would refuse the job anyway
         line = _one_line("Not on this server: " + "; ".join(missing))
         _end(job, phase="failed", line=line, error=line)

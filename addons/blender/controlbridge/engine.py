@@ -22,6 +22,7 @@ import bpy
 import numpy as np
 
 from . import capture, jobs, preferences, results, style
+from .vendor.controlbridge_protocol import control_offer
 from .vendor.controlbridge_protocol import (Accepted, Cancelled, Client, ControlBridgeError, Disconnected,
                                             ImageAttachment, JobError, Progress, Result)
 
@@ -121,7 +122,8 @@ def _render_frame(engine, scene, view_layer_name: str) -> Frame:
         if chained:   # img2img from the previous frame's result; depth (and normals) are this frame's own
             images = [ImageAttachment.encoded("color", "png", width, height, previous.png)] + \
                      [a for a in images if a.name != "color"]
-        settings = jobs.settings_from_props(p).replace(width=None, height=None, result_encoding="png")
+        settings = control_offer.fill_estimators(jobs.settings_from_props(p), client.capabilities).replace(
+            width=None, height=None, result_encoding="png")
         result = _run(engine, client, settings, images, number, width, height)
     finally:
         _close_in_background(client)

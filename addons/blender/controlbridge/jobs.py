@@ -19,8 +19,9 @@ def controlnets_from_props(p) -> dict:
 
 def settings_from_props(p) -> JobSettings:
     controlnets = controlnets_from_props(p)
-    estimate = {kind: getattr(p, f"{kind}_estimator").strip() or kind
-                for kind in control_offer.ESTIMATED_KINDS if kind in controlnets}
+    # empty: the server's first estimator for the kind (control_offer.fill_estimators, once it is known)
+    estimate = {kind: getattr(p, f"{kind}_estimator").strip() for kind in control_offer.ESTIMATED_KINDS
+                if kind in controlnets}
     values = dict(prompt=p.prompt, negative_prompt=p.negative_prompt, seed=int(p.seed), steps=int(p.steps),
                   cfg=float(p.cfg), denoise=float(p.denoise), controlnets=controlnets, estimate=estimate,
                   canny_low=int(p.canny_low), canny_high=int(p.canny_high), preview_every=int(p.preview_every),
@@ -39,8 +40,8 @@ def live_settings(p, capabilities) -> JobSettings:
     back, the tiny decoder when offered, no previews; with Fast Sampler, LCM at Live Steps and CFG 1 when the
     server has it). With Randomize on, seed -1: the server keeps one seed for the whole session, so frames are
     stable."""
-    s = presets.live_settings(settings_from_props(p), capabilities, steps=int(p.live_steps),
-                              sampler=presets.LIVE_SAMPLER if p.live_fast else None)
+    s = presets.live_settings(control_offer.fill_estimators(settings_from_props(p), capabilities), capabilities,
+                              steps=int(p.live_steps), sampler=presets.LIVE_SAMPLER if p.live_fast else None)
     return s.replace(seed=-1) if p.randomize_seed else s
 
 

@@ -136,9 +136,10 @@ class VIEW3D_PT_controlbridge_controlnets(_Sub, bpy.types.Panel):
                 box.label(text="Fed by the captured colour", icon="IMAGE_DATA")
             elif name in ("lineart", "softedge"):
                 box.prop_search(p, f"{name}_estimator", info, "estimators", text="Estimator")
-                estimator = getattr(p, f"{name}_estimator").strip() or name
-                if info.connected_url and estimator not in [e.name for e in info.estimators]:
-                    box.label(text=f"estimator {estimator} not on this server", icon="ERROR")
+                estimator = getattr(p, f"{name}_estimator").strip()
+                offered = [e.name for e in info.estimators if e.label == name]
+                if info.connected_url and (estimator not in offered if estimator else not offered):
+                    box.label(text=f"estimator {estimator or 'for ' + name} not on this server", icon="ERROR")
 
 
 class VIEW3D_PT_controlbridge_style(_Sub, bpy.types.Panel):

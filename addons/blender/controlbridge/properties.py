@@ -65,6 +65,7 @@ LIVE_CAPTURES = [("VIEWPORT", "Viewport", "Draw the camera view on the GPU like 
 
 
 CONTROL_KINDS = ("depth", "canny", "normal", "lineart", "softedge", "tile")   # = control_offer.DCC_KINDS
+_ESTIMATOR_HELP = "The server's estimator that makes the map from the color; empty: its first for this kind"
 _MODEL_HELP = ("A ControlNet file from the server's library; empty: the model's own. A union (ControlNet++) file "
                "runs in this kind's mode")
 
@@ -107,8 +108,7 @@ class ControlBridgeSettings(bpy.types.PropertyGroup):
     lineart_start: FloatProperty(name="Start", min=0.0, max=1.0, default=0.0, subtype="FACTOR")
     lineart_end: FloatProperty(name="End", min=0.0, max=1.0, default=1.0, subtype="FACTOR")
     lineart_model: StringProperty(name="Model", description=_MODEL_HELP)
-    lineart_estimator: StringProperty(name="Estimator", default="lineart",
-                                      description="The server's estimator that makes the map from the color")
+    lineart_estimator: StringProperty(name="Estimator", description=_ESTIMATOR_HELP)
     use_softedge: BoolProperty(name="Soft Edge", default=False,
                                description="Guide with soft edges (HED / PiDiNet) the server's estimator makes from "
                                            "the captured color")
@@ -116,8 +116,7 @@ class ControlBridgeSettings(bpy.types.PropertyGroup):
     softedge_start: FloatProperty(name="Start", min=0.0, max=1.0, default=0.0, subtype="FACTOR")
     softedge_end: FloatProperty(name="End", min=0.0, max=1.0, default=1.0, subtype="FACTOR")
     softedge_model: StringProperty(name="Model", description=_MODEL_HELP)
-    softedge_estimator: StringProperty(name="Estimator", default="softedge",
-                                       description="The server's estimator that makes the map from the color")
+    softedge_estimator: StringProperty(name="Estimator", description=_ESTIMATOR_HELP)
     use_tile: BoolProperty(name="Tile", default=False, description="Guide with the captured color itself (keeps its "
                                                                    "detail and layout)")
     tile_weight: FloatProperty(name="Weight", min=0.0, soft_max=2.0, default=1.0)

@@ -48,7 +48,9 @@ def test_each_kind_becomes_a_controlnet_and_loads_back(cb, scene):
     CN = cb.protocol.ControlNetSettings
     assert s.controlnets == {"depth": CN(1.0), "normal": CN(0.75, 0.125, 0.875, model="tiny-normalbae"),
                              "lineart": CN(0.5), "softedge": CN(1.0), "tile": CN(0.25)}
-    assert s.estimate == {"lineart": "lineart", "softedge": "pidinet"}
+    assert s.estimate == {"lineart": "", "softedge": "pidinet"}      # empty: the server's first lineart estimator
+    caps = cb.protocol.Capabilities(control={"estimators": [{"name": "lineart_anime", "role": "lineart"}]})
+    assert cb.jobs.live_settings(p, caps).estimate == {"lineart": "lineart_anime", "softedge": "pidinet"}
     assert s.style == cb.protocol.StyleSettings(weight=0.875)
     assert cb.jobs.live_settings(p, None).style is None               # live frames never carry the style
     assert cb.capture.options_from_props(p).normals                   # the normal ControlNet brings its pass
@@ -76,7 +78,7 @@ def test_the_panel_says_which_kinds_the_server_lacks(cb, scene, server_url):
         labels = draw(panels.VIEW3D_PT_controlbridge_controlnets, bpy.context)
         assert "choose a model from the library" in labels          # normal: only as a library file
         assert labels.count("not on this server") == 2               # lineart and softedge: nowhere
-        assert "estimator softedge not on this server" in labels     # and no estimator for it
+        assert "estimator for softedge not on this server" in labels  # and no estimator for it
         assert "union: tile mode" in labels                          # tile: the union file, in its tile mode
         p.tile_model = "nope.safetensors"
         assert "not in the server's library" in draw(panels.VIEW3D_PT_controlbridge_controlnets, bpy.context)

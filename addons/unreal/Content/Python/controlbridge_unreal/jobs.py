@@ -80,8 +80,8 @@ def job_settings(settings: PluginSettings, width: int, height: int, camera_label
     """The one JobSettings for a generation. A ControlNet whose weight is 0 is left out (= switched off)."""
     s = settings.validated()
     nets = controlnets(s)
-    estimate = {kind: getattr(s, f"{kind}_estimator").strip() or kind
-                for kind in control_offer.ESTIMATED_KINDS if kind in nets}
+    # empty: the server's first estimator for the kind, chosen by the worker once it has the welcome
+    estimate = {kind: getattr(s, f"{kind}_estimator").strip() for kind in control_offer.ESTIMATED_KINDS if kind in nets}
     return JobSettings(
         prompt=s.prompt,
         negative_prompt=s.negative_prompt,

@@ -46,8 +46,8 @@ def control_fields(kind: str, weight: float, what: str, estimator: str = "") -> 
            Field(f"{kind}_model", str, "", "Control", f"{kind.capitalize()} ControlNet file from the server's "
                  "library (a union / ControlNet++ file runs in this mode); empty = the model's own."))
     if estimator:
-        out += (Field(f"{kind}_estimator", str, estimator, "Control", f"Estimator the server runs on the color "
-                      f"to make the {kind} map (one it lists, e.g. {estimator})."),)
+        out += (Field(f"{kind}_estimator", str, "", "Control", f"Estimator the server runs on the color to make "
+                      f"the {kind} map (one it lists, e.g. {estimator}); empty = the server's first for {kind}."),)
     return out
 
 
@@ -69,7 +69,7 @@ FIELDS: tuple[Field, ...] = (
     *control_fields("lineart", 0.0, "Lineart ControlNet (lines the server's estimator draws from the color)",
                     estimator="lineart"),
     *control_fields("softedge", 0.0, "Soft edge ControlNet (HED/PiDiNet edges the server's estimator makes from "
-                    "the color)", estimator="softedge"),
+                    "the color)", estimator="hed, pidinet"),
     *control_fields("tile", 0.0, "Tile ControlNet (the captured color itself: keeps its detail)"),
     Field("style_image", str, "", "Style", "Style reference (IP-Adapter): a texture asset (e.g. "
           "/Game/Refs/T_Look.T_Look) or a PNG/JPEG file whose look every generation follows; empty = off."),
@@ -138,12 +138,12 @@ class PluginSettings:
     lineart_start: float = 0.0
     lineart_end: float = 1.0
     lineart_model: str = ""
-    lineart_estimator: str = "lineart"
+    lineart_estimator: str = ""
     softedge_weight: float = 0.0
     softedge_start: float = 0.0
     softedge_end: float = 1.0
     softedge_model: str = ""
-    softedge_estimator: str = "softedge"
+    softedge_estimator: str = ""
     tile_weight: float = 0.0
     tile_start: float = 0.0
     tile_end: float = 1.0

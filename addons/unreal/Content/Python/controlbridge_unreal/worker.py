@@ -13,7 +13,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable, List, Optional
 
-from controlbridge_protocol import Client, ControlBridgeError, Disconnected
+from controlbridge_protocol import Client, ControlBridgeError, Disconnected, control_offer
 
 from .jobs import check_against_capabilities
 
@@ -224,11 +224,13 @@ class Worker:
     def _submit(self, cmd: _Submit) -> None:
         try:
             client = self._ensure_client(cmd.url, cmd.token)
-            problem = check_against_capabilities(cmd.settings, getattr(self._welcome, "capabilities", None))
+            caps = getattr(self._welcome, "capabilities", None)
+            settings = control_offer.fill_estimators(cmd.settings, caps)
+            problem = check_against_capabilities(settings, caps)
             if problem:
                 self._events.put(SubmitFailed(cmd.ticket, problem))
                 return
-            request_id = client.submit(cmd.settings, cmd.images)
+            request_id = client.submit(settings, cmd.images)
         except ControlBridgeError as e:
             self._events.put(SubmitFailed(cmd.ticket, _sentence(str(e))))
             return
@@ -241,8 +243,9 @@ class Worker:
         try:
             client = self._ensure_client(cmd.url, cmd.token)
             # cmd.request is a live.LiveRequest: the preset needs this server's samplers and decoders
-            settings = cmd.request.resolve(getattr(self._welcome, "capabilities", None))
-            problem = check_against_capabilities(settings, getattr(self._welcome, "capabilities", None))
+            caps = getattr(self._welcome, "capabilities", None)
+            settings = control_offer.fill_estimators(cmd.request.resolve(caps), caps)
+            problem = check_against_capabilities(settings, caps)
             if problem:
                 self._events.put(LiveFailed(cmd.ticket, problem))
                 return
