@@ -123,8 +123,6 @@ def test_job_level_bad_inputs(client, server):
         (quick_settings(model="../../etc/passwd"), images, ErrorCode.UNKNOWN_MODEL, "passwd"),
         (quick_settings(width=9000, height=9000), images, ErrorCode.LIMIT_EXCEEDED, "limits"),
         (quick_settings(width=512), images, ErrorCode.BAD_MESSAGE, "both width and height"),
-        (quick_settings(estimate={"depth": "midas"}), color_only, ErrorCode.UNAVAILABLE, "weights could not be loaded"),
-        (quick_settings(estimate={"depth": "x-ray"}), color_only, ErrorCode.UNAVAILABLE, "unknown estimator"),
     ]
     for settings, imgs, code, words in cases:
         err = run_error(client, settings, imgs)
@@ -132,6 +130,21 @@ def test_job_level_bad_inputs(client, server):
         assert words in str(err), (words, str(err))
     # the same connection still works after all of that
     assert client.run(quick_settings(steps=2), images).image.width == 64
+
+
+def test_estimators_that_cannot_run_here(client, monkeypatch, tmp_path):
+    from huggingface_hub import constants
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)          # no test downloads annotator weights
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))   # nor finds them in the user's hub cache
+    color_only = blockout_images(64, 48)[:1]
+    cases = [
+        (quick_settings(estimate={"depth": "midas"}), ErrorCode.UNAVAILABLE, "needs dpt_hybrid-midas-501f0c75.pt"),
+        (quick_settings(estimate={"depth": "x-ray"}), ErrorCode.UNAVAILABLE, "unknown estimator"),
+    ]
+    for settings, code, words in cases:
+        err = run_error(client, settings, color_only)
+        assert err.code == code and words in str(err), (code, words, str(err))
+    assert client.run(quick_settings(steps=2), blockout_images(64, 48)).image.width == 64
 
 
 def test_image_sizes_beyond_the_limits(make_server):

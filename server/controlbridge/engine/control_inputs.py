@@ -89,10 +89,11 @@ def route(settings: JobSettings, inputs) -> None:
             inputs.control_maps[name] = inputs.control_maps[source]
 
 
-def control_capabilities() -> dict:
-    """What the welcome says about control: kinds, the passes a client may send, union modes, working estimators."""
-    from ..imaging.estimators import ESTIMATORS, unavailable_reason
+def control_capabilities(roots: Collection = ()) -> dict:
+    """What the welcome says about control: kinds, the passes a client may send, union modes, and the estimators
+    whose weights are on this machine (`roots`: the model library's; each as {"name", "role"})."""
+    from ..imaging.estimators import available, role_of
     from .union import UNION_MODES
     return {"kinds": list(KINDS), "passes": list(PASSES),
             "union_modes": {family: list(modes) for family, modes in UNION_MODES.items()},
-            "estimators": [name for name in ESTIMATORS if unavailable_reason(name) is None]}
+            "estimators": [{"name": name, "role": role_of(name)} for name in available(roots)]}

@@ -1,5 +1,5 @@
 """One ControlNet img2img job on a loaded model: inputs at the working size in, pixels at the output size out."""
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -40,6 +40,9 @@ class JobOutput:
     image: np.ndarray                          # uint8 HxWx3 at the output size
     working_size: tuple
     control_images: Dict[str, np.ndarray]      # uint8 HxWx3 at the working size, as the ControlNets saw them
+    # ControlNet name -> the map its estimator made from the color image, uint8 HxWx3 at the color's size: kept with
+    # the job's inputs, so the job can be re-run with it as a ready-made map where the estimator is missing.
+    estimated: Dict[str, np.ndarray] = field(default_factory=dict)
 
 
 StepCallback = Callable[[int, int, Optional[np.ndarray], str], None]   # (step, total, preview or None, stage)
@@ -59,6 +62,7 @@ class JobResources:
     loras: List[Tuple[str, float]] = field(default_factory=list)     # (file path, weight)
     upscaler: Optional[object] = None                                # engine.upscalers.Upscaler for hires
     style: Optional[object] = None                                   # style_reference.StyleAdapter
+    estimators: Dict[str, object] = field(default_factory=dict)     # ControlNet name -> estimators.Estimator
 
 
 HIRES_BUILTIN = ("lanczos", "latent")
@@ -152,6 +156,9 @@ def generate(model: LoadedModel, settings: JobSettings, inputs: JobInputs,
     device and the shared components: this job's scheduler, noise generator and latents are its own, and its
     LoRAs are put back before the next step, so the job's pixels are those of an uninterrupted run."""
     resources = resources or JobResources()
+    estimated = estimate_maps(settings, inputs, resources)
+    if estimated:     # from here on like maps the client sent: cropped and resized with the color, every pass
+        inputs = replace(inputs, control_maps={**inputs.control_maps, **estimated})
     color, maps, size = prepare_inputs(model, settings, inputs)
     pipe = pipeline_for(model, settings, resources)
     hires = settings.hires
@@ -186,7 +193,20 @@ def generate(model: LoadedModel, settings: JobSettings, inputs: JobInputs,
                          on_step, is_cancelled, "hires fix", "np", between_steps, style)
     out_w, out_h = output_size(settings, inputs)
     controls = {n: (np.clip(m, 0, 1) * 255).round().astype(np.uint8) for n, m in maps.items()}
-    return JobOutput(resize_rgb(_to_uint8(first), out_w, out_h), size, controls)
+    return JobOutput(resize_rgb(_to_uint8(first), out_w, out_h), size, controls,
+                     {n: (m * 255).round().astype(np.uint8) for n, m in estimated.items()})
+
+
+def estimate_maps(settings: JobSettings, inputs: JobInputs, resources: JobResources) -> Dict[str, np.ndarray]:
+    """{ControlNet name: float32 HxWx3 map} from each active ControlNet's estimator, run on the color image at its
+    own size; not for a ControlNet a sent (or routed) map feeds, which wins as in prepare_inputs."""
+    maps = {}
+    for name in active_controlnets(settings):
+        if name in settings.estimate and name not in inputs.control_maps:
+            estimator = resources.estimators.get(name)
+            maps[name] = estimator(inputs.color) if estimator is not None else \
+                estimate(settings.estimate[name], inputs.color)
+    return maps
 
 
 def run_pass(pipe, model, settings, prompts, image, strength, steps, maps, on_step, is_cancelled, stage, output_type,

@@ -68,7 +68,7 @@ class ControlBridgeServer:
             controlnets=self.models.default_roles, samplers=list(SAMPLERS), encodings=list(ENCODINGS),
             limits=self.config.limits.to_dict(), token_required=bool(self.config.token),
             features=["live"] + (["fast_decode"] if self.offer.fast_decode else []),
-            library=self.models.describe_library(), control=control_capabilities(),
+            library=self.models.describe_library(), control=control_capabilities(self.models.library.roots),
             style=style_capabilities(self.models.library))
         return Welcome(server=f"controlbridge {__version__}", capabilities=capabilities)
 

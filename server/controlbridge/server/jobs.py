@@ -26,7 +26,7 @@ from ..engine.stream_batch import stream_batch_problem
 from ..engine.style_reference import MAX_WEIGHT, STYLE_ATTACHMENT, STYLE_FAMILIES, StyleUnavailable, pick_files
 from ..engine.union import mode_problem
 from ..imaging.codecs import decode_control_map, decode_rgb, decode_scalar
-from ..imaging.estimators import ESTIMATORS, unavailable_reason
+from ..imaging.estimators import ESTIMATORS, role_of, unavailable_reason
 from ..imaging.normals import camera_normals_to_bae
 from .config import Limits
 
@@ -111,12 +111,14 @@ def check_settings(s: JobSettings, offer: ServerOffer) -> None:
     if s.style is not None:
         _check_range("style.weight", s.style.weight, 0.0, MAX_WEIGHT)
     for role, estimator in s.estimate.items():
-        problem = unavailable_reason(estimator)
+        problem = unavailable_reason(estimator, offer.models.library.roots)   # looks at the disk only
         if problem:
             raise _fail(ErrorCode.UNAVAILABLE, problem)
-        if ESTIMATORS[estimator][1] != role:
-            raise _fail(ErrorCode.OUT_OF_RANGE, f"the {estimator} estimator makes {ESTIMATORS[estimator][1]} maps, "
-                                                f"not {role}")
+        if role_of(estimator) != role:
+            others = [name for name, spec in ESTIMATORS.items() if spec.role == role]
+            raise _fail(ErrorCode.OUT_OF_RANGE, f"the {estimator} estimator makes {role_of(estimator)} maps, "
+                                                f"not {role}" + (f" (for {role}: {', '.join(others)})" if others
+                                                                 else ""))
     if (s.width is None) != (s.height is None):
         raise _fail(ErrorCode.BAD_MESSAGE, "give both width and height for the output size, or neither")
     if s.width is not None:

@@ -3,6 +3,7 @@
 Layout, one job:  <output_dir>/<prefix>_<date>-<time>_<seed>_<job>.png        the result
                   <output_dir>/<same stem>.inputs/color.png|.jpg|.webp|.npy ... the inputs as received
                   <output_dir>/<same stem>.inputs/control-<name>.png       what each ControlNet saw
+                  <output_dir>/<same stem>.inputs/estimated-<name>.png     an estimator's map (color's size)
 The inputs folder is written first and the result PNG last (atomically), so a PNG that exists is complete,
 and both are on disk before the result is announced. Nothing a client sends becomes a path.
 """
@@ -62,6 +63,13 @@ def save_job(output_dir: Path, job_id: str, settings: JobSettings, model, out, a
         path = _inside(inputs_dir, inputs_dir / f"control-{safe_prefix(name)}.png")
         _write_atomic(path, encode_image(pixels, "png"))
         metadata.setdefault("controls", {})[name] = f"{inputs_dir.name}/{path.name}"
+    # Each estimator's map at the color image's size: what a re-run where that estimator is missing sends instead.
+    for name, pixels in getattr(out, "estimated", {}).items():
+        path = _inside(inputs_dir, inputs_dir / f"estimated-{safe_prefix(name)}.png")
+        _write_atomic(path, encode_image(pixels, "png"))
+        metadata.setdefault("estimated", {})[name] = {
+            "estimator": settings.estimate.get(name), "file": f"{inputs_dir.name}/{path.name}",
+            "width": int(pixels.shape[1]), "height": int(pixels.shape[0])}
     _write_atomic(result_path, _png(out.image, settings, metadata))
     return SavedJob(result_path, metadata)
 

@@ -13,12 +13,12 @@ from typing import Callable
 from controlbridge_protocol import (Cancelled, ErrorCode, ImageAttachment, JobError, LiveReady, LiveSkipped, Progress,
                                    Result)
 
-from ..engine.generate import HIRES_BUILTIN, JobCancelled, JobResources, generate
+from ..engine.generate import HIRES_BUILTIN, JobCancelled, JobResources, active_controlnets, generate
 from ..engine.live_engine import LiveEngine
 from ..engine.model_manager import ModelManager
 from ..engine.style_reference import StyleUnavailable
 from ..imaging.codecs import encode_image, to_attachment
-from ..imaging.estimators import EstimatorUnavailable
+from ..imaging.estimators import EstimatorUnavailable, load as load_estimator
 from .history import History
 from .jobs import Job
 from .live_encoder import LiveEncoder
@@ -169,6 +169,10 @@ class DeviceWorker:
             res.upscaler = self.models.upscaler(settings.hires.upscaler, model, status)
         if settings.style is not None:
             res.style = self.models.style_adapter(model, settings.style, status)
+        for name in active_controlnets(settings):   # estimators' weights: the model roots, ComfyUI's, the hub
+            if name in settings.estimate:
+                res.estimators[name] = load_estimator(settings.estimate[name], self.models.library.roots,
+                                                      model.device, status)
         return res
 
     def run_live_frame(self, job: Job) -> None:
@@ -185,6 +189,9 @@ class DeviceWorker:
         except JobCancelled:
             self.emit(job.client_id, LiveSkipped(job.request_id, "stopped"))
             return
+        except EstimatorUnavailable as e:
+            self.emit(job.client_id, JobError(ErrorCode.UNAVAILABLE, str(e), job.id, job.request_id))
+            return
         except Exception as e:  # noqa: BLE001
             log.error("live frame %s failed:\n%s", job.request_id, traceback.format_exc())
             self.emit(job.client_id, JobError(ErrorCode.INTERNAL, _explain(e), job.id, job.request_id))
@@ -200,6 +207,9 @@ class DeviceWorker:
             model = self.models.get(job.settings.model, lambda text: None)
             size, seconds = self.live.warm_up(model, job.settings, *job.warm_up,
                                               self.resources(model, job.settings, lambda text: None))
+        except EstimatorUnavailable as e:
+            self.emit(job.client_id, JobError(ErrorCode.UNAVAILABLE, str(e), job.id, job.request_id))
+            return
         except Exception as e:  # noqa: BLE001
             log.error("live warm-up %s failed:\n%s", job.request_id, traceback.format_exc())
             self.emit(job.client_id, JobError(ErrorCode.INTERNAL, _explain(e), job.id, job.request_id))
