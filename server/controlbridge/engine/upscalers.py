@@ -4,6 +4,8 @@ spandrel recognises the architecture (ESRGAN / RealESRGAN, Compact, SwinIR, HAT,
 hyperparameters from the keys and tensor shapes, never from the file name, because community
 upscalers are named freely. We read the file ourselves, as safetensors or as a weights-only torch
 checkpoint, so a model file can never run code, and hand spandrel only the state dict.
+spandrel is imported inside the functions that use it: it imports torchvision, which a server that loads
+no upscaler (the H200 benchmark image has a torchvision of another torch) must not need.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from pathlib import Path
 from typing import Callable, Dict, Optional
 
 import numpy as np
-import spandrel
 import torch
 import torch.nn.functional as F
 
@@ -26,6 +27,7 @@ DEFAULT_OVERLAP = 32   # context added around each tile and cropped away afterwa
 
 def supported_architectures() -> str:
     """The architectures spandrel can load, for error messages."""
+    import spandrel
     return ", ".join(sorted(a.architecture.name for a in spandrel.MAIN_REGISTRY.architectures()))
 
 
@@ -60,6 +62,7 @@ class Upscaler:
         output, so tile borders see the same neighbourhood as in a whole-image pass. `progress(done,
         total)` is called after each tile (it may raise to cancel).
         """
+        import spandrel
         if not (isinstance(rgb, np.ndarray) and rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3):
             raise ValueError(f"upscale expects an HxWx3 uint8 RGB array, got "
                              f"{getattr(rgb, 'dtype', type(rgb).__name__)} {getattr(rgb, 'shape', '')}")
@@ -93,6 +96,7 @@ class Upscaler:
 
 
 def _read_state_dict(path: Path) -> Dict[str, torch.Tensor]:
+    import spandrel
     suffix = path.suffix.lower()
     if suffix not in UPSCALER_EXTENSIONS:
         raise ValueError(f"{path.name}: not an upscaler file (expected {', '.join(UPSCALER_EXTENSIONS)})")
@@ -130,6 +134,7 @@ def load_upscaler(path) -> Upscaler:
 
     Raises ValueError (naming the file) for corrupt, unsafe, unknown or unsuitable files.
     """
+    import spandrel
     path = Path(path)
     sd = _read_state_dict(path)
     # What ModelLoader.load_from_state_dict does (first architecture whose detector accepts the keys),
@@ -157,6 +162,7 @@ def load_upscaler(path) -> Upscaler:
 # ----------------------------------------------------------------------------- tiny test models
 
 def _esrgan(scale: int, num_filters: int = 8, num_blocks: int = 1, shuffle: bool = False):
+    import spandrel
     # RealESRGAN keeps two x2 stages and pixel-unshuffles the input for x2 / x1; old ESRGAN has log2(scale) stages.
     shuffle_factor = {4: None, 2: 2, 1: 4}[scale] if shuffle else None
     return spandrel.architectures.ESRGAN.ESRGAN(in_nc=3 * (shuffle_factor or 1) ** 2, num_filters=num_filters,
@@ -180,10 +186,12 @@ def _to_basicsr_names(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
 
 
 def _compact(scale: int):
+    import spandrel
     return spandrel.architectures.Compact.Compact(num_feat=8, num_conv=2, upscale=scale)
 
 
 def _swinir(scale: int):
+    import spandrel
     # window 8, not 7: spandrel takes window 7 for the JPEG models that work in [0, 255].
     return spandrel.architectures.SwinIR.SwinIR(img_size=16, embed_dim=8, depths=[2], num_heads=[2], window_size=8,
                                                 mlp_ratio=2.0, upscale=scale, upsampler="pixelshuffledirect")
