@@ -314,3 +314,22 @@ def test_live_frames_run_their_estimator(runs, tiny_model, tmp_path):
     finally:
         server.stop()
     assert frames[0] != frames[1]
+
+
+@pytest.mark.parametrize("on_device", [False, True], ids=["host-ops", "device-ops"])
+def test_a_live_frame_sees_the_estimated_map_a_job_sees(runs, tiny_model, on_device):
+    # 160x128 in, 128x128 out: the color is cropped, not resized (so the two paths' resize filters play no
+    # part). The estimator runs on the whole color image for both, then its map is cropped with the color.
+    from controlbridge.engine.generate import JobInputs, JobResources, generate
+    from controlbridge.engine.live_engine import LiveEngine
+    from controlbridge.demo_scene import render_blockout
+    from controlbridge.imaging.estimators import load
+    model = tiny_model
+    settings = job("midas", width=128, height=128, steps=4, sampler="euler", cfg=1.0, denoise=0.6, seed=11)
+    resources = JobResources(estimators={"depth": load("midas", [runs.models])})
+    inputs = JobInputs(np.ascontiguousarray(render_blockout(160, 128)[0][:, :, :3]))
+    one_shot = generate(model, settings, inputs, resources=resources)
+    live = LiveEngine(on_device=on_device).render(model, settings, inputs, resources)
+    assert live.image.shape == one_shot.image.shape == (128, 128, 3)
+    difference = np.abs(live.image.astype(int) - one_shot.image.astype(int))
+    assert difference.max() <= 1 and difference.mean() < 0.01, (difference.max(), difference.mean())

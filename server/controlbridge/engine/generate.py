@@ -86,10 +86,8 @@ def prepare_inputs(model: LoadedModel, settings: JobSettings, inputs: JobInputs,
     color = resize_rgb(np.ascontiguousarray(fit(inputs.color)), work_w, work_h, fast)
     maps = {}
     for name in active_controlnets(settings):
-        if name in inputs.control_maps:
+        if name in inputs.control_maps:     # sent, routed, or estimated (with_estimated_maps)
             maps[name] = resize_map(np.ascontiguousarray(fit(inputs.control_maps[name])), work_w, work_h)
-        elif name in settings.estimate:
-            maps[name] = estimate(settings.estimate[name], color)
         elif name == "depth" and inputs.depth_raw is not None:
             # Normalize at full resolution (robust range over every pixel), then resize the map.
             depth = depth_to_control(fit(inputs.depth_raw), inputs.depth_far)
@@ -156,9 +154,7 @@ def generate(model: LoadedModel, settings: JobSettings, inputs: JobInputs,
     device and the shared components: this job's scheduler, noise generator and latents are its own, and its
     LoRAs are put back before the next step, so the job's pixels are those of an uninterrupted run."""
     resources = resources or JobResources()
-    estimated = estimate_maps(settings, inputs, resources)
-    if estimated:     # from here on like maps the client sent: cropped and resized with the color, every pass
-        inputs = replace(inputs, control_maps={**inputs.control_maps, **estimated})
+    inputs, estimated = with_estimated_maps(settings, inputs, resources)
     color, maps, size = prepare_inputs(model, settings, inputs)
     pipe = pipeline_for(model, settings, resources)
     hires = settings.hires
@@ -197,16 +193,21 @@ def generate(model: LoadedModel, settings: JobSettings, inputs: JobInputs,
                      {n: (m * 255).round().astype(np.uint8) for n, m in estimated.items()})
 
 
-def estimate_maps(settings: JobSettings, inputs: JobInputs, resources: JobResources) -> Dict[str, np.ndarray]:
-    """{ControlNet name: float32 HxWx3 map} from each active ControlNet's estimator, run on the color image at its
-    own size; not for a ControlNet a sent (or routed) map feeds, which wins as in prepare_inputs."""
+def with_estimated_maps(settings: JobSettings, inputs: JobInputs, resources: JobResources):
+    """(inputs with each estimated map among its control maps, {ControlNet name: that float32 HxWx3 map}).
+
+    The one place estimators run, for jobs and live frames alike: on the color image at its own size (the detectors
+    look at 512 on the short side whatever they get), before the crop and resize that every map then shares with
+    the color. Not for a ControlNet a sent (or routed) map feeds: that map wins."""
     maps = {}
     for name in active_controlnets(settings):
         if name in settings.estimate and name not in inputs.control_maps:
             estimator = resources.estimators.get(name)
             maps[name] = estimator(inputs.color) if estimator is not None else \
                 estimate(settings.estimate[name], inputs.color)
-    return maps
+    if not maps:
+        return inputs, maps
+    return replace(inputs, control_maps={**inputs.control_maps, **maps}), maps
 
 
 def run_pass(pipe, model, settings, prompts, image, strength, steps, maps, on_step, is_cancelled, stage, output_type,

@@ -25,9 +25,8 @@ from controlbridge_protocol import JobSettings
 from ..imaging.canny import canny_edges
 from ..imaging.codecs import resize_rgb
 from ..imaging.depth import depth_to_control_torch
-from ..imaging.estimators import estimate
 from .generate import (JobInputs, JobResources, active_controlnets, generate, output_size, pipeline_for,
-                       prepare_inputs, run_pass)
+                       prepare_inputs, run_pass, with_estimated_maps)
 from .models import LoadedModel
 from .resolution import center_crop_box, working_size
 from .stream_batch import StreamSessions
@@ -84,6 +83,7 @@ class LiveEngine:
             out = generate(model, settings, inputs, None, is_cancelled, resources)
             return LiveOutput(out.image, out.working_size, {"prepare": 0.0,
                                                             "model": (time.perf_counter() - start) * 1000})
+        inputs, _ = with_estimated_maps(settings, inputs, resources)     # as a job does: same maps, same pixels
         pipe = pipeline_for(model, settings, resources, user=LIVE_PIPELINES)
         model.loras.apply(pipe, resources.loras, fuse=True)
         on_device = self.on_device if self.on_device is not None else model.device != "cpu"
@@ -144,26 +144,19 @@ def _prepare_on_device(model: LoadedModel, settings: JobSettings, inputs: JobInp
     color_u8 = (upload.pin_memory() if pinned else upload).to(device, non_blocking=pinned)
     color = _resize(color_u8.permute(2, 0, 1)[None].float() / 255.0, work_w, work_h)
     maps = {}
-    host_color = None
     for name in active_controlnets(settings):
         if name in inputs.control_maps:
             ready = torch.from_numpy(np.ascontiguousarray(inputs.control_maps[name][y0:y1, x0:x1])).to(device)
             maps[name] = _resize(ready.permute(2, 0, 1)[None].float(), work_w, work_h)
-        elif name == "depth" and inputs.depth_raw is not None and name not in settings.estimate:
+        elif name == "depth" and inputs.depth_raw is not None:
             raw = torch.from_numpy(np.ascontiguousarray(inputs.depth_raw[y0:y1, x0:x1])).to(device)
             depth = depth_to_control_torch(raw, inputs.depth_far)     # at full resolution, as on the host
             maps[name] = _resize(depth[None, None], work_w, work_h).clamp(0.0, 1.0).expand(1, 3, work_h, work_w)
-        elif name in settings.estimate or name == "canny":
-            # Canny (OpenCV) and estimators run on the host, from the same working-size color as one-shot jobs.
-            if host_color is None:
-                host_color = resize_rgb(np.ascontiguousarray(inputs.color[y0:y1, x0:x1]), work_w, work_h,
-                                        fast=True)
-            if name in settings.estimate:
-                host_map = estimate(settings.estimate[name], host_color)
-            else:
-                host_map = np.repeat(canny_edges(host_color, settings.canny_low, settings.canny_high)[:, :, None],
-                                     3, axis=2)
-            maps[name] = _to_tensor(host_map, device)
+        elif name == "canny":
+            # Canny is OpenCV's, on the host, from the same working-size color as one-shot jobs.
+            host_color = resize_rgb(np.ascontiguousarray(inputs.color[y0:y1, x0:x1]), work_w, work_h, fast=True)
+            edges = canny_edges(host_color, settings.canny_low, settings.canny_high)
+            maps[name] = _to_tensor(np.repeat(edges[:, :, None], 3, axis=2), device)
         else:
             raise KeyError(name)   # the server's validation guarantees every enabled ControlNet has an input
     return color, maps, (work_w, work_h)
