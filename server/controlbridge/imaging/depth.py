@@ -29,28 +29,42 @@ def depth_to_control(depth: np.ndarray, far: Optional[float] = None) -> np.ndarr
     if z.ndim != 2:
         raise ValueError(f"depth must be a 2-D buffer, got shape {z.shape}")
     far_limit = DEFAULT_FAR if far is None else abs(float(far))
-    # NaN fails both comparisons and +inf the second: the common path needs no isfinite pass.
-    valid = (z > 0) & (z < far_limit)
-    if not valid.any():
+    values = _range_values(z, far_limit)
+    if values.size == 0:
         finite = np.isfinite(z)
         if (finite & (z > 0)).any() or not (finite & (z < 0)).any():
             return np.zeros(z.shape, dtype=np.float32)
         z = -z
-        valid = (z > 0) & (z < far_limit)
-    step = range_sample_step(*z.shape)
-    values = z[::step, ::step][valid[::step, ::step]]
-    if values.size < MIN_RANGE_SAMPLES:
-        values = z[valid]
+        values = _range_values(z, far_limit)
     near_z, far_z = _linear_percentiles(values, ROBUST_PERCENTILES)
     if far_z - near_z <= 1e-6 * max(abs(far_z), 1e-12):
-        return valid.astype(np.float32)
-    inv_near, inv_far = 1.0 / near_z, 1.0 / far_z
-    with np.errstate(divide="ignore", invalid="ignore"):     # background pixels: overwritten below
-        out = np.reciprocal(z)
-    out -= np.float32(inv_far)
-    out *= np.float32(1.0 / (inv_near - inv_far))
-    np.clip(out, 0.0, 1.0, out=out)
-    out[~valid] = 0.0
+        return ((z > 0) & (z < far_limit)).astype(np.float32)
+    return _inverse_depth(z, near_z, far_z)
+
+
+def _range_values(z: np.ndarray, far_limit: float) -> np.ndarray:
+    """The valid depths that set near/far: those on the sample grid, or every valid one when the grid holds few.
+    (NaN fails both comparisons and +inf the second: no isfinite pass.)"""
+    step = range_sample_step(*z.shape)
+    grid = z[::step, ::step]
+    values = grid[(grid > 0) & (grid < far_limit)]
+    if values.size < MIN_RANGE_SAMPLES and step > 1:
+        values = z[(z > 0) & (z < far_limit)]
+    return values
+
+
+def _inverse_depth(z: np.ndarray, near_z: float, far_z: float) -> np.ndarray:
+    """(1/z - 1/far) / (1/near - 1/far) clipped to [0, 1], background 0, in OpenCV passes: a third of numpy's
+    time on a live frame's depth. No mask is built: depths beyond far (+inf too) and negative ones come out below
+    0; z = 0 divides to +inf, the only infinite result (besides subnormal z, background too), zeroed first; NaN
+    passes every threshold and is patched last."""
+    import cv2
+    scale = 1.0 / (1.0 / near_z - 1.0 / far_z)
+    out = cv2.subtract(cv2.divide(scale, z), scale / far_z)
+    _, out = cv2.threshold(out, float(np.finfo(np.float32).max), 0.0, cv2.THRESH_TOZERO_INV)
+    _, out = cv2.threshold(out, 1.0, 1.0, cv2.THRESH_TRUNC)
+    _, out = cv2.threshold(out, 0.0, 0.0, cv2.THRESH_TOZERO)
+    cv2.patchNaNs(out, 0.0)
     return out
 
 
