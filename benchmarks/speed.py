@@ -408,7 +408,7 @@ def timings_report(results, report):
     report.append("Server rows, p50 ms. `timings` are what the server reports per live_result; `elapsed` is its "
                   "older elapsed_ms (taking the frame to encoding its result); round trip is the client's clock.")
     report.append("")
-    report.append("| row | round trip | elapsed | server timings (queued, prepare, model, encode, total) | "
+    report.append("| row | round trip | elapsed | server timings (queued, prepare, model, output, encode, total) | "
                   "server minus model | round trip minus model |")
     report.append("|---|---|---|---|---|---|")
     for r in server:
@@ -418,7 +418,8 @@ def timings_report(results, report):
             report.append(f"| {r['row']} | {r['p50']:.1f} | {r['elapsed_ms_p50']:.1f} | not reported by this server "
                           f"| n/a | n/a |")
         else:
-            parts = ", ".join(f"{k} {t[k]:.2f}" for k in ("queued", "prepare", "model", "encode", "total") if k in t)
+            parts = ", ".join(f"{k} {t[k]:.2f}" for k in ("queued", "prepare", "model", "output", "encode", "total")
+                              if k in t)
             report.append(f"| {r['row']} | {r['p50']:.1f} | {r['elapsed_ms_p50']:.1f} | {parts} | "
                           f"{fmt(t.get('server minus model'), '{:.2f}')} | "
                           f"{fmt(t.get('round trip minus model'), '{:.2f}')} |")

@@ -300,7 +300,8 @@ class LiveResult(Result):
     type: ClassVar[str] = "live_result"
     elapsed_ms: float = 0.0     # on the server, from taking the frame to encoding its result
     # timings (from Result), in ms: decode (checking and decoding the frame), queued (waiting for the device),
-    # prepare (inputs onto the device), model (the pipeline), encode (JPEG/WebP), total (frame read to result ready)
+    # prepare (inputs onto the device), model (the pipeline), output (its images to uint8 at the output size),
+    # encode (JPEG/WebP), total (frame read to result ready)
 
     def to_json(self):
         d = super().to_json()
