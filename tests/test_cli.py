@@ -255,3 +255,14 @@ def test_a_normal_map_from_the_command_line_feeds_a_normal_controlnet(make_serve
     server_copy = next(server.server.config.output_dir.glob("*.png"))
     seen = np.asarray(Image.open(server_copy.parent / read_job(server_copy)["controls"]["normal"]).convert("RGB"))
     assert np.abs(seen.astype(int) - (128, 128, 255)).max() <= 2          # NormalBae: facing the camera
+
+
+def test_timings_flag_prints_where_the_servers_time_went(server, scene_files, tmp_path, capsys):   # issue 9 item 6
+    color, npy, _ = scene_files
+    assert run_cli("generate", "--url", server.url, "--color", color, "--depth", npy, "--prompt", "a castle",
+                   "--steps", "2", "--timings", "-o", tmp_path / "timed.png") == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if "server time:" in line)
+    parts = dict(part.strip().rsplit(" ", 2)[:2] for part in line.split("server time:")[1].split(","))
+    assert {"decode", "queued", "model", "save", "total"} <= set(parts), line
+    assert 0 < float(parts["model"]) <= float(parts["total"]), line
+    assert line.rstrip().split(",")[-1].strip().startswith("total")
