@@ -60,10 +60,11 @@ def _inverse_depth(z: np.ndarray, near_z: float, far_z: float) -> np.ndarray:
     passes every threshold and is patched last."""
     import cv2
     scale = 1.0 / (1.0 / near_z - 1.0 / far_z)
-    out = cv2.subtract(cv2.divide(scale, z), scale / far_z)
-    _, out = cv2.threshold(out, float(np.finfo(np.float32).max), 0.0, cv2.THRESH_TOZERO_INV)
-    _, out = cv2.threshold(out, 1.0, 1.0, cv2.THRESH_TRUNC)
-    _, out = cv2.threshold(out, 0.0, 0.0, cv2.THRESH_TOZERO)
+    out = cv2.divide(scale, z)     # the one new buffer: the rest runs in place (fresh pages cost a live frame)
+    cv2.subtract(out, scale / far_z, dst=out)
+    cv2.threshold(out, float(np.finfo(np.float32).max), 0.0, cv2.THRESH_TOZERO_INV, dst=out)
+    cv2.threshold(out, 1.0, 1.0, cv2.THRESH_TRUNC, dst=out)
+    cv2.threshold(out, 0.0, 0.0, cv2.THRESH_TOZERO, dst=out)
     cv2.patchNaNs(out, 0.0)
     return out
 
