@@ -12,7 +12,9 @@ import math
 import os
 import tempfile
 from dataclasses import dataclass, fields
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
+
+from controlbridge_protocol import control_offer
 
 SETTINGS_FILE_VERSION = 1
 SETTINGS_SUBDIR = "ControlBridge"
@@ -32,12 +34,13 @@ class Field:
     secret: bool = False
 
 
-CONTROL_KINDS = ("depth", "canny", "normal", "lineart", "softedge", "tile")   # = control_offer.DCC_KINDS
+CONTROL_KINDS = control_offer.DCC_KINDS   # the kinds a DCC offers the artist, each with the fields below
 
 
-def control_fields(kind: str, weight: float, what: str, estimator: str = "") -> tuple:
+def control_fields(kind: str, weight: float, what: str, estimator_examples: str = "") -> tuple:
     """One ControlNet's fields: weight (0 = off), the part of the steps it acts on, the server's ControlNet file
-    (a union one runs in this kind's mode), and for maps the DCC cannot render, the estimator that makes them."""
+    (a union one runs in this kind's mode), and for maps the DCC cannot render (control_offer.ESTIMATED_KINDS),
+    the estimator that makes them."""
     out = (Field(f"{kind}_weight", float, weight, "Control", f"{what}: weight; 0 switches it off.", 0.0, 2.0),
            Field(f"{kind}_start", float, 0.0, "Control", f"{kind.capitalize()} ControlNet acts from this fraction "
                  "of the steps.", 0.0, 1.0),
@@ -45,10 +48,24 @@ def control_fields(kind: str, weight: float, what: str, estimator: str = "") -> 
                  "of the steps.", 0.0, 1.0),
            Field(f"{kind}_model", str, "", "Control", f"{kind.capitalize()} ControlNet file from the server's "
                  "library (a union / ControlNet++ file runs in this mode); empty = the model's own."))
-    if estimator:
+    if kind in control_offer.ESTIMATED_KINDS:
         out += (Field(f"{kind}_estimator", str, "", "Control", f"Estimator the server runs on the color to make "
-                      f"the {kind} map (one it lists, e.g. {estimator}); empty = the server's first for {kind}."),)
+                      f"the {kind} map (one it lists, e.g. {estimator_examples}); empty = the server's first for "
+                      f"{kind}."),)
     return out
+
+
+# Per kind (every one of CONTROL_KINDS): the default weight, what the ControlNet follows, and for a kind whose map
+# the server's estimator makes from the color, the estimators its tooltip names as examples.
+CONTROL_KIND_TEXT = {
+    "depth": (1.0, "Depth ControlNet (the capture's SceneDepth)"),
+    "canny": (0.5, "Canny (edges of the captured color, made by the server) ControlNet"),
+    "normal": (0.0, "Normal ControlNet (the capture's world normals, sent camera-space)"),
+    "lineart": (0.0, "Lineart ControlNet (lines the server's estimator draws from the color)", "lineart"),
+    "softedge": (0.0, "Soft edge ControlNet (HED/PiDiNet edges the server's estimator makes from the color)",
+                 "hed, pidinet"),
+    "tile": (0.0, "Tile ControlNet (the captured color itself: keeps its detail)"),
+}
 
 
 FIELDS: tuple[Field, ...] = (
@@ -63,14 +80,7 @@ FIELDS: tuple[Field, ...] = (
     Field("cfg", float, 7.0, "Sampling", "Classifier-free guidance scale.", 0.0, 30.0),
     Field("sampler", str, "euler_a", "Sampling", "Sampler name as listed by the server (e.g. euler_a, dpmpp_2m)."),
     Field("denoise", float, 0.75, "Sampling", "Denoising strength: 0 keeps the capture, 1 ignores its colors.", 0.0, 1.0),
-    *control_fields("depth", 1.0, "Depth ControlNet (the capture's SceneDepth)"),
-    *control_fields("canny", 0.5, "Canny (edges of the captured color, made by the server) ControlNet"),
-    *control_fields("normal", 0.0, "Normal ControlNet (the capture's world normals, sent camera-space)"),
-    *control_fields("lineart", 0.0, "Lineart ControlNet (lines the server's estimator draws from the color)",
-                    estimator="lineart"),
-    *control_fields("softedge", 0.0, "Soft edge ControlNet (HED/PiDiNet edges the server's estimator makes from "
-                    "the color)", estimator="hed, pidinet"),
-    *control_fields("tile", 0.0, "Tile ControlNet (the captured color itself: keeps its detail)"),
+    *(f for kind in CONTROL_KINDS for f in control_fields(kind, *CONTROL_KIND_TEXT[kind])),
     Field("style_image", str, "", "Style", "Style reference (IP-Adapter): a texture asset (e.g. "
           "/Game/Refs/T_Look.T_Look) or a PNG/JPEG file whose look every generation follows; empty = off."),
     Field("style_weight", float, 0.6, "Style", "How strongly the style image steers the result.", 0.0, 2.0),
@@ -110,63 +120,27 @@ FIELDS: tuple[Field, ...] = (
 FIELD_BY_NAME = {f.name: f for f in FIELDS}
 
 
-@dataclass
+def _fields_from_list(cls):
+    """Make `cls` a dataclass with one field per FIELDS entry, in that order, with its default: the list is the
+    one definition of the settings."""
+    clashes = [f.name for f in FIELDS if f.name in vars(cls)]
+    if clashes:
+        raise TypeError(f"settings fields {clashes} clash with PluginSettings' own attributes")
+    cls.__annotations__ = {f.name: f.type for f in FIELDS}
+    for f in FIELDS:
+        setattr(cls, f.name, f.default)
+    return dataclass(cls)
+
+
+@_fields_from_list
 class PluginSettings:
-    server_url: str = "ws://127.0.0.1:8765"
-    token: str = ""
-    model: str = ""
-    prompt: str = ""
-    negative_prompt: str = ""
-    seed: int = -1
-    steps: int = 20
-    cfg: float = 7.0
-    sampler: str = "euler_a"
-    denoise: float = 0.75
-    depth_weight: float = 1.0
-    depth_start: float = 0.0
-    depth_end: float = 1.0
-    depth_model: str = ""
-    canny_weight: float = 0.5
-    canny_start: float = 0.0
-    canny_end: float = 1.0
-    canny_model: str = ""
-    normal_weight: float = 0.0
-    normal_start: float = 0.0
-    normal_end: float = 1.0
-    normal_model: str = ""
-    lineart_weight: float = 0.0
-    lineart_start: float = 0.0
-    lineart_end: float = 1.0
-    lineart_model: str = ""
-    lineart_estimator: str = ""
-    softedge_weight: float = 0.0
-    softedge_start: float = 0.0
-    softedge_end: float = 1.0
-    softedge_model: str = ""
-    softedge_estimator: str = ""
-    tile_weight: float = 0.0
-    tile_start: float = 0.0
-    tile_end: float = 1.0
-    tile_model: str = ""
-    style_image: str = ""
-    style_weight: float = 0.6
-    width: int = 768
-    height: int = 512
-    match_camera_aspect: bool = True
-    viewport_fov: float = 90.0
-    max_depth_cm: float = 0.0
-    capture_post_process: bool = True
-    create_plane: bool = True
-    plane_distance_cm: float = 500.0
-    projection_reach_cm: float = 10000.0
-    live_steps: int = 4
-    live_denoise: float = 0.6
-    live_sampler: str = "lcm"
-    live_max_side: int = 512
-    live_interval_s: float = 0.25
-    shot_sequence: str = ""
-    shot_every_nth: int = 0
-    shot_range_cut: str = ""
+    """The plugin's settings: one attribute per FIELDS entry (`settings.prompt`, `settings.depth_weight`, ...),
+    made by `_fields_from_list`. Build one with keyword arguments, or `from_mapping` to coerce and clamp."""
+
+    if TYPE_CHECKING:   # the fields are made at import, from FIELDS; a type checker sees each one as Any
+        def __init__(self, **settings: Any) -> None: ...
+
+        def __getattr__(self, name: str) -> Any: ...
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> "PluginSettings":
@@ -213,11 +187,6 @@ def coerce(f: Field, value: Any) -> Any:
     if f.name == "server_url":
         v = v.strip() or f.default
     return v
-
-
-# the dataclass and the field list must not drift apart
-assert [f.name for f in fields(PluginSettings)] == [f.name for f in FIELDS]
-assert all(getattr(PluginSettings(), f.name) == f.default for f in FIELDS)
 
 
 def settings_path(project_saved_dir: str) -> str:
