@@ -64,12 +64,45 @@ LIVE_CAPTURES = [("VIEWPORT", "Viewport", "Draw the camera view on the GPU like 
                  ("RENDER", "Render", "Render the capture like Generate does (slower; works everywhere)")]
 
 
-CONTROL_KINDS = ("depth", "canny", "normal", "lineart", "softedge", "tile")   # = control_offer.DCC_KINDS
+CONTROL_KINDS = control_offer.DCC_KINDS   # the kinds the panel offers, each with the properties below
 _ESTIMATOR_HELP = "The server's estimator that makes the map from the color; empty: its first for this kind"
 _MODEL_HELP = ("A ControlNet file from the server's library; empty: the model's own. A union (ControlNet++) file "
                "runs in this kind's mode")
 
+# Per kind (every one of CONTROL_KINDS): the label of its switch, whether a new scene has it on, what it guides with
+_CONTROL_SWITCHES = {
+    "depth": ("Depth", True, "Guide with the captured depth"),
+    "canny": ("Canny", True, "Guide with edges of the captured color"),
+    "normal": ("Normal", False, "Guide with the camera's normal pass (captured and sent when this is on)"),
+    "lineart": ("Lineart", False, "Guide with line art the server's estimator draws from the captured color"),
+    "softedge": ("Soft Edge", False, "Guide with soft edges (HED / PiDiNet) the server's estimator makes from the "
+                                     "captured color"),
+    "tile": ("Tile", False, "Guide with the captured color itself (keeps its detail and layout)"),
+}
 
+
+def _control_properties(kind: str) -> dict:
+    """One ControlNet kind's properties: use_<kind>, <kind>_weight/_start/_end/_model, and <kind>_estimator for a
+    kind whose map the server's estimator makes from the color (control_offer.ESTIMATED_KINDS)."""
+    label, on, description = _CONTROL_SWITCHES[kind]
+    props = {f"use_{kind}": BoolProperty(name=label, default=on, description=description),
+             f"{kind}_weight": FloatProperty(name="Weight", min=0.0, soft_max=2.0, default=1.0),
+             f"{kind}_start": FloatProperty(name="Start", min=0.0, max=1.0, default=0.0, subtype="FACTOR"),
+             f"{kind}_end": FloatProperty(name="End", min=0.0, max=1.0, default=1.0, subtype="FACTOR"),
+             f"{kind}_model": StringProperty(name="Model", description=_MODEL_HELP)}
+    if kind in control_offer.ESTIMATED_KINDS:
+        props[f"{kind}_estimator"] = StringProperty(name="Estimator", description=_ESTIMATOR_HELP)
+    return props
+
+
+def _with_control_properties(cls):
+    """Give the settings every kind's properties (registration reads them from __annotations__)."""
+    for kind in CONTROL_KINDS:
+        cls.__annotations__.update(_control_properties(kind))
+    return cls
+
+
+@_with_control_properties
 class ControlBridgeSettings(bpy.types.PropertyGroup):
     # Prompt and sampling (ComfyUI names)
     prompt: StringProperty(name="Prompt", description="What to generate")
@@ -83,46 +116,9 @@ class ControlBridgeSettings(bpy.types.PropertyGroup):
     model: StringProperty(name="Model", description="Empty: the server's default model")
     denoise: FloatProperty(name="Denoise", min=0.0, max=1.0, default=0.75, subtype="FACTOR",
                            description="How much of the captured color image is changed (img2img strength)")
-    # ControlNets
-    # ControlNets: one set per kind (CONTROL_KINDS); model: a library file (empty: the model's own; a union file
-    # runs in that kind's mode); lineart and softedge maps come from the server's estimator run on the color
-    use_depth: BoolProperty(name="Depth", default=True, description="Guide with the captured depth")
-    depth_weight: FloatProperty(name="Weight", min=0.0, soft_max=2.0, default=1.0)
-    depth_start: FloatProperty(name="Start", min=0.0, max=1.0, default=0.0, subtype="FACTOR")
-    depth_end: FloatProperty(name="End", min=0.0, max=1.0, default=1.0, subtype="FACTOR")
-    depth_model: StringProperty(name="Model", description=_MODEL_HELP)
-    use_canny: BoolProperty(name="Canny", default=True, description="Guide with edges of the captured color")
-    canny_weight: FloatProperty(name="Weight", min=0.0, soft_max=2.0, default=1.0)
-    canny_start: FloatProperty(name="Start", min=0.0, max=1.0, default=0.0, subtype="FACTOR")
-    canny_end: FloatProperty(name="End", min=0.0, max=1.0, default=1.0, subtype="FACTOR")
-    canny_model: StringProperty(name="Model", description=_MODEL_HELP)
-    use_normal: BoolProperty(name="Normal", default=False,
-                             description="Guide with the camera's normal pass (captured and sent when this is on)")
-    normal_weight: FloatProperty(name="Weight", min=0.0, soft_max=2.0, default=1.0)
-    normal_start: FloatProperty(name="Start", min=0.0, max=1.0, default=0.0, subtype="FACTOR")
-    normal_end: FloatProperty(name="End", min=0.0, max=1.0, default=1.0, subtype="FACTOR")
-    normal_model: StringProperty(name="Model", description=_MODEL_HELP)
-    use_lineart: BoolProperty(name="Lineart", default=False,
-                              description="Guide with line art the server's estimator draws from the captured color")
-    lineart_weight: FloatProperty(name="Weight", min=0.0, soft_max=2.0, default=1.0)
-    lineart_start: FloatProperty(name="Start", min=0.0, max=1.0, default=0.0, subtype="FACTOR")
-    lineart_end: FloatProperty(name="End", min=0.0, max=1.0, default=1.0, subtype="FACTOR")
-    lineart_model: StringProperty(name="Model", description=_MODEL_HELP)
-    lineart_estimator: StringProperty(name="Estimator", description=_ESTIMATOR_HELP)
-    use_softedge: BoolProperty(name="Soft Edge", default=False,
-                               description="Guide with soft edges (HED / PiDiNet) the server's estimator makes from "
-                                           "the captured color")
-    softedge_weight: FloatProperty(name="Weight", min=0.0, soft_max=2.0, default=1.0)
-    softedge_start: FloatProperty(name="Start", min=0.0, max=1.0, default=0.0, subtype="FACTOR")
-    softedge_end: FloatProperty(name="End", min=0.0, max=1.0, default=1.0, subtype="FACTOR")
-    softedge_model: StringProperty(name="Model", description=_MODEL_HELP)
-    softedge_estimator: StringProperty(name="Estimator", description=_ESTIMATOR_HELP)
-    use_tile: BoolProperty(name="Tile", default=False, description="Guide with the captured color itself (keeps its "
-                                                                   "detail and layout)")
-    tile_weight: FloatProperty(name="Weight", min=0.0, soft_max=2.0, default=1.0)
-    tile_start: FloatProperty(name="Start", min=0.0, max=1.0, default=0.0, subtype="FACTOR")
-    tile_end: FloatProperty(name="End", min=0.0, max=1.0, default=1.0, subtype="FACTOR")
-    tile_model: StringProperty(name="Model", description=_MODEL_HELP)
+    # ControlNets: one set per kind, added by _with_control_properties; the canny thresholds are canny's own
+    canny_low: IntProperty(name="Low", min=0, max=255, default=100)
+    canny_high: IntProperty(name="High", min=0, max=255, default=200)
     # Style reference (IP-Adapter): generations (not live frames) follow this image's look
     use_style: BoolProperty(name="Style Reference", default=False,
                             description="Every generation follows the look of a reference image (IP-Adapter)")
@@ -131,8 +127,6 @@ class ControlBridgeSettings(bpy.types.PropertyGroup):
                                description="A PNG or JPEG file, used when no image is chosen")
     style_weight: FloatProperty(name="Weight", min=0.0, max=2.0, default=0.6,
                                 description="How strongly the reference steers the result")
-    canny_low: IntProperty(name="Low", min=0, max=255, default=100)
-    canny_high: IntProperty(name="High", min=0, max=255, default=200)
     # Output
     use_scene_resolution: BoolProperty(name="Scene Resolution", default=True,
                                        description="Generate at the render resolution x percentage")
