@@ -32,6 +32,19 @@ def test_each_kind_becomes_a_controlnet_with_its_window_file_and_estimator():
     assert jobs.job_settings(fast_settings(), 64, 48).estimate == {}     # no estimator for a kind that is off
 
 
+@pytest.mark.parametrize("kind", control_offer.DCC_KINDS)
+def test_every_kind_the_protocol_offers_has_its_settings_and_reaches_the_job(kind):
+    only_this_kind = {f"{k}_weight": 0.0 for k in control_offer.DCC_KINDS}
+    only_this_kind.update({f"{kind}_weight": 0.75, f"{kind}_start": 0.125, f"{kind}_end": 0.875,
+                           f"{kind}_model": f"{kind}-file.safetensors"})
+    if kind in control_offer.ESTIMATED_KINDS:
+        only_this_kind[f"{kind}_estimator"] = f"{kind}-estimator"
+    job = jobs.job_settings(fast_settings(**only_this_kind), 64, 48)
+    assert job.controlnets == {kind: ControlNetSettings(0.75, 0.125, 0.875, model=f"{kind}-file.safetensors")}
+    assert job.estimate == ({kind: f"{kind}-estimator"} if kind in control_offer.ESTIMATED_KINDS else {})
+    assert {f"{kind}_weight", f"{kind}_start", f"{kind}_end", f"{kind}_model"} <= set(settings_model.FIELD_BY_NAME)
+
+
 def test_a_style_image_adds_the_style_settings_and_attachment():
     s = fast_settings(style_image="/Game/Refs/T_Look.T_Look", style_weight=0.9)
     assert jobs.job_settings(s, 64, 48).style == StyleSettings(weight=0.9)

@@ -63,6 +63,24 @@ def test_each_kind_becomes_a_controlnet_and_loads_back(cb, scene):
     assert cb.jobs.settings_from_props(p) == s
 
 
+def test_every_kind_the_protocol_offers_has_its_settings_and_reaches_the_job(cb, scene):
+    p = scene.controlbridge
+    offer = cb.protocol.control_offer
+    for kind in offer.DCC_KINDS:
+        for other in offer.DCC_KINDS:
+            setattr(p, f"use_{other}", other == kind)
+        setattr(p, f"{kind}_weight", 0.75)   # these values are exact in float32
+        setattr(p, f"{kind}_start", 0.125)
+        setattr(p, f"{kind}_end", 0.875)
+        setattr(p, f"{kind}_model", f"{kind}-file.safetensors")
+        if kind in offer.ESTIMATED_KINDS:
+            setattr(p, f"{kind}_estimator", f"{kind}-estimator")
+        s = cb.jobs.settings_from_props(p)
+        assert s.controlnets == {kind: cb.protocol.ControlNetSettings(0.75, 0.125, 0.875,
+                                                                      model=f"{kind}-file.safetensors")}, kind
+        assert s.estimate == ({kind: f"{kind}-estimator"} if kind in offer.ESTIMATED_KINDS else {}), kind
+
+
 def test_the_panel_says_which_kinds_the_server_lacks(cb, scene, server_url):
     info = cb.properties.server_info()
     caps = cb.protocol.Capabilities(controlnets=["canny", "depth"], control={"estimators": ["lineart"]},
