@@ -1,6 +1,7 @@
 """Upscaler models through spandrel: architectures detected from the weights, scales, tiling, safe loading,
 bad files; and the hires fix using them through a real server."""
 import pickle
+import sys
 
 import numpy as np
 import pytest
@@ -9,7 +10,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from controlbridge_protocol import Client, ErrorCode, HiresSettings, JobFailed, Progress
-from controlbridge.engine.upscalers import TINY_ARCHITECTURES, Upscaler, build_tiny_upscaler, load_upscaler
+from controlbridge.engine.upscalers import (TINY_ARCHITECTURES, Upscaler, UpscalerUnavailable, build_tiny_upscaler,
+                                            load_upscaler)
 from controlbridge.server.outputs import read_job
 from helpers import blockout_images, decode_png, quick_settings
 
@@ -91,14 +93,14 @@ def test_a_dtype_the_architecture_cannot_run_falls_back_to_float32(tmp_path):
 def test_corrupt_file(tmp_path):
     for name in ("bad.safetensors", "bad.pth"):
         (tmp_path / name).write_bytes(b"\x00not a model at all" * 10)
-        with pytest.raises(ValueError, match=f"{name}: corrupt"):
+        with pytest.raises(UpscalerUnavailable, match=f"{name}: corrupt"):
             load_upscaler(tmp_path / name)
 
 
 def test_unknown_weights_name_what_is_supported(tmp_path):
     path = tmp_path / "unet.safetensors"
     save_file({"down_blocks.0.conv.weight": torch.zeros(4, 4, 3, 3)}, str(path))
-    with pytest.raises(ValueError, match=r"unet\.safetensors: not an upscaler architecture spandrel") as info:
+    with pytest.raises(UpscalerUnavailable, match=r"unet\.safetensors: not an upscaler architecture spandrel") as info:
         load_upscaler(path)
     assert "down_blocks.0.conv.weight" in str(info.value)
     for name in ("ESRGAN", "RealESRGAN Compact", "SwinIR", "HAT", "DAT"):
@@ -114,10 +116,10 @@ def test_pickled_object_refused(tmp_path):
     path = tmp_path / "evil.pth"
     with open(path, "wb") as fh:
         pickle.dump({"params_ema": _Payload()}, fh, protocol=2)
-    with pytest.raises(ValueError, match="evil.pth: refused: it holds pickled Python objects"):
+    with pytest.raises(UpscalerUnavailable, match="evil.pth: refused: it holds pickled Python objects"):
         load_upscaler(path)
     torch.save({"conv_first.weight": torch.zeros(1), "note": "a string"}, tmp_path / "mixed.pt")
-    with pytest.raises(ValueError, match="mixed.pt: not a state dict of tensors"):
+    with pytest.raises(UpscalerUnavailable, match="mixed.pt: not a state dict of tensors"):
         load_upscaler(tmp_path / "mixed.pt")
 
 
@@ -125,15 +127,22 @@ def test_detected_but_truncated_weights_refused(tmp_path):
     sd = load_file(build_tiny_upscaler(tmp_path / "m.safetensors"))
     del sd["conv_hr.weight"]
     save_file(sd, str(tmp_path / "partial.safetensors"))
-    with pytest.raises(ValueError, match="partial.safetensors: looks like ESRGAN but its weights do not fit"):
+    with pytest.raises(UpscalerUnavailable, match="partial.safetensors: looks like ESRGAN but its weights do not fit"):
         load_upscaler(tmp_path / "partial.safetensors")
 
 
 def test_a_grayscale_model_is_refused(tmp_path):
     net = spandrel.architectures.Compact.Compact(num_in_ch=1, num_out_ch=1, num_feat=4, num_conv=1, upscale=2)
     save_file(net.state_dict(), str(tmp_path / "gray.safetensors"))
-    with pytest.raises(ValueError, match="gray.safetensors: a RealESRGAN Compact model for 1-channel images"):
+    with pytest.raises(UpscalerUnavailable, match="gray.safetensors: a RealESRGAN Compact model for 1-channel images"):
         load_upscaler(tmp_path / "gray.safetensors")
+
+
+def test_without_spandrel_loading_says_which_package_to_install(tmp_path, monkeypatch):
+    path = build_tiny_upscaler(tmp_path / "m.safetensors")
+    monkeypatch.setitem(sys.modules, "spandrel", None)     # what `import spandrel` sees when it is not installed
+    with pytest.raises(UpscalerUnavailable, match=r"the Python package `spandrel`.*pip install 'spandrel"):
+        load_upscaler(path)
 
 
 def test_bad_input(tmp_path):
@@ -146,14 +155,18 @@ def test_bad_input(tmp_path):
 # ----------------------------------------------------------------------------- through a real server
 
 UPSCALERS = ("tiny-realesrgan-x2.pth", "tiny-compact-x4.safetensors")
+UNLOADABLE = ("unet.safetensors", "truncated-x4.pth")   # listed (by extension), but not upscalers that load
 
 
 @pytest.fixture(scope="module")
 def upscaler_models(tmp_path_factory):
     models = tmp_path_factory.mktemp("ComfyUI") / "models"
-    build_tiny_upscaler(models / "upscale_models" / UPSCALERS[0], scale=2, arch="realesrgan")
-    build_tiny_upscaler(models / "upscale_models" / UPSCALERS[1], scale=4, arch="compact")
-    save_file({"down_blocks.0.conv.weight": torch.zeros(4, 4, 3, 3)}, str(models / "upscale_models" / "unet.safetensors"))
+    folder = models / "upscale_models"
+    build_tiny_upscaler(folder / UPSCALERS[0], scale=2, arch="realesrgan")
+    build_tiny_upscaler(folder / UPSCALERS[1], scale=4, arch="compact")
+    save_file({"down_blocks.0.conv.weight": torch.zeros(4, 4, 3, 3)}, str(folder / UNLOADABLE[0]))
+    whole = build_tiny_upscaler(folder / UNLOADABLE[1], arch="esrgan").read_bytes()
+    (folder / UNLOADABLE[1]).write_bytes(whole[:len(whole) // 2])   # an interrupted download
     return models
 
 
@@ -161,7 +174,7 @@ def test_hires_fix_with_each_architecture_from_the_library(make_server, upscaler
     server = make_server(models_dir=upscaler_models)
     images = blockout_images(160, 96)
     with Client(server.url) as c:
-        assert sorted(e["name"] for e in c.capabilities.library["upscaler"]) == sorted(UPSCALERS + ("unet.safetensors",))
+        assert sorted(e["name"] for e in c.capabilities.library["upscaler"]) == sorted(UPSCALERS + UNLOADABLE)
         plain = decode_png(c.run(quick_settings(hires=HiresSettings(scale=1.5, denoise=0.4, steps=4)), images).image.data)
         for name in UPSCALERS:
             events = []
@@ -177,11 +190,14 @@ def test_hires_fix_with_each_architecture_from_the_library(make_server, upscaler
         UPSCALERS[0]: ("ESRGAN", 2), UPSCALERS[1]: ("Compact", 4)}
 
 
-def test_unknown_weights_in_upscale_models_fail_the_job_clearly(make_server, upscaler_models):
+@pytest.mark.parametrize("name, why", [(UNLOADABLE[0], "not an upscaler architecture spandrel"),
+                                       (UNLOADABLE[1], "corrupt or not a .pth weights file")])
+def test_a_listed_upscaler_that_does_not_load_fails_the_job_as_unavailable(make_server, upscaler_models, name, why):
     server = make_server(models_dir=upscaler_models)
     with Client(server.url) as c:
+        assert name in [e["name"] for e in c.capabilities.library["upscaler"]]
         with pytest.raises(JobFailed) as info:
-            c.run(quick_settings(hires=HiresSettings(upscaler="unet.safetensors")), blockout_images(64, 48), timeout=60)
-        assert "unet.safetensors: not an upscaler architecture spandrel" in str(info.value)
-        assert info.value.code == ErrorCode.INTERNAL
-        assert c.run(quick_settings(steps=2), blockout_images(64, 48)).image.width == 64
+            c.run(quick_settings(hires=HiresSettings(upscaler=name)), blockout_images(64, 48), timeout=60)
+        assert info.value.code == ErrorCode.UNAVAILABLE
+        assert f"{name}: {why}" in str(info.value)
+        assert c.run(quick_settings(steps=2), blockout_images(64, 48)).image.width == 64   # the server serves on

@@ -4,7 +4,7 @@ spandrel recognises the architecture (ESRGAN / RealESRGAN, Compact, SwinIR, HAT,
 hyperparameters from the keys and tensor shapes, never from the file name, because community
 upscalers are named freely. We read the file ourselves, as safetensors or as a weights-only torch
 checkpoint, so a model file can never run code, and hand spandrel only the state dict.
-spandrel is imported inside the functions that use it: it imports torchvision, which a server that loads
+spandrel is imported on first use, through `_spandrel()`: it imports torchvision, which a server that loads
 no upscaler (the H200 benchmark image has a torchvision of another torch) must not need.
 """
 
@@ -14,21 +14,38 @@ import math
 import pickle
 import re
 from pathlib import Path
-from typing import Callable, Dict, Optional
+from typing import TYPE_CHECKING, Callable, Dict, Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    import spandrel
 
 UPSCALER_EXTENSIONS = (".safetensors", ".pth", ".pt")
 DEFAULT_TILE = 512     # input pixels per tile side: bounds memory at about the cost of a 512x512 image
 DEFAULT_OVERLAP = 32   # context added around each tile and cropped away afterwards, so seams don't show
 
 
+class UpscalerUnavailable(RuntimeError):
+    """An upscaler that cannot load here (a corrupt, unsafe or unsuitable file, or spandrel not installed): the
+    job fails with `unavailable` and this message, which names the file and why, not as an internal error."""
+
+
+def _spandrel():
+    """The spandrel module, imported on first use (see the module docstring for why not at import time)."""
+    try:
+        import spandrel
+    except ImportError as e:
+        raise UpscalerUnavailable(f"upscaler models need the Python package `spandrel`, which could not be imported "
+                                  f"here ({e}); install it with: pip install 'spandrel>=0.4'") from None
+    return spandrel
+
+
 def supported_architectures() -> str:
     """The architectures spandrel can load, for error messages."""
-    import spandrel
-    return ", ".join(sorted(a.architecture.name for a in spandrel.MAIN_REGISTRY.architectures()))
+    return ", ".join(sorted(a.architecture.name for a in _spandrel().MAIN_REGISTRY.architectures()))
 
 
 class Upscaler:
@@ -62,11 +79,10 @@ class Upscaler:
         output, so tile borders see the same neighbourhood as in a whole-image pass. `progress(done,
         total)` is called after each tile (it may raise to cancel).
         """
-        import spandrel
         if not (isinstance(rgb, np.ndarray) and rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3):
             raise ValueError(f"upscale expects an HxWx3 uint8 RGB array, got "
                              f"{getattr(rgb, 'dtype', type(rgb).__name__)} {getattr(rgb, 'shape', '')}")
-        if self.model.tiling == spandrel.ModelTiling.INTERNAL:
+        if self.model.tiling == _spandrel().ModelTiling.INTERNAL:
             tile = None                                 # the model tiles itself; ours would break it
         h, w = rgb.shape[:2]
         s, f = self.scale, self.model.size_requirements.multiple_of
@@ -96,12 +112,11 @@ class Upscaler:
 
 
 def _read_state_dict(path: Path) -> Dict[str, torch.Tensor]:
-    import spandrel
     suffix = path.suffix.lower()
     if suffix not in UPSCALER_EXTENSIONS:
-        raise ValueError(f"{path.name}: not an upscaler file (expected {', '.join(UPSCALER_EXTENSIONS)})")
+        raise UpscalerUnavailable(f"{path.name}: not an upscaler file (expected {', '.join(UPSCALER_EXTENSIONS)})")
     if not path.is_file():
-        raise FileNotFoundError(f"upscaler model not found: {path}")
+        raise UpscalerUnavailable(f"{path.name}: not found (looked for {path})")
     try:
         if suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -114,17 +129,18 @@ def _read_state_dict(path: Path) -> Dict[str, torch.Tensor]:
         # torch's message tells the user to retry with weights_only=False; say what was refused instead.
         culprit = re.search(r"GLOBAL (\S+)", str(e))
         if culprit is None:
-            raise ValueError(f"{path.name}: corrupt or not a PyTorch checkpoint") from None
-        raise ValueError(f"{path.name}: refused: it holds pickled Python objects ({culprit[1]}) that could "
-                         f"run code when loaded; only plain tensor checkpoints and .safetensors are accepted") from None
+            raise UpscalerUnavailable(f"{path.name}: corrupt or not a PyTorch checkpoint") from None
+        raise UpscalerUnavailable(f"{path.name}: refused: it holds pickled Python objects ({culprit[1]}) that "
+                                  f"could run code when loaded; only plain tensor checkpoints and .safetensors are "
+                                  f"accepted") from None
     except Exception as e:
-        raise ValueError(f"{path.name}: corrupt or not a {suffix} weights file "
-                         f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+        raise UpscalerUnavailable(f"{path.name}: corrupt or not a {suffix} weights file "
+                                  f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
     # Unwraps params_ema / state_dict / ... and strips module. / netG. prefixes, as spandrel's loader does.
-    sd = spandrel.canonicalize_state_dict(sd) if isinstance(sd, dict) else sd
+    sd = _spandrel().canonicalize_state_dict(sd) if isinstance(sd, dict) else sd
     if not isinstance(sd, dict) or not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise ValueError(f"{path.name}: not a state dict of tensors; supported upscaler architectures: "
-                         f"{supported_architectures()}")
+        raise UpscalerUnavailable(f"{path.name}: not a state dict of tensors; supported upscaler architectures: "
+                                  f"{supported_architectures()}")
     return sd
 
 
@@ -132,9 +148,9 @@ def load_upscaler(path) -> Upscaler:
     """Load an upscaler model file (.safetensors, .pth, .pt) of any architecture spandrel knows, on
     the CPU in float32.
 
-    Raises ValueError (naming the file) for corrupt, unsafe, unknown or unsuitable files.
+    Raises UpscalerUnavailable (naming the file) for missing, corrupt, unsafe, unknown or unsuitable files.
     """
-    import spandrel
+    spandrel = _spandrel()
     path = Path(path)
     sd = _read_state_dict(path)
     # What ModelLoader.load_from_state_dict does (first architecture whose detector accepts the keys),
@@ -143,31 +159,30 @@ def load_upscaler(path) -> Upscaler:
                  if a.architecture.detect(sd)), None)
     if arch is None:
         sample = ", ".join(sorted(sd)[:4])
-        raise ValueError(f"{path.name}: not an upscaler architecture spandrel {spandrel.__version__} recognises "
-                         f"(keys like {sample}); supported: {supported_architectures()}")
+        raise UpscalerUnavailable(f"{path.name}: not an upscaler architecture spandrel {spandrel.__version__} "
+                                  f"recognises (keys like {sample}); supported: {supported_architectures()}")
     try:
         model = arch.load(sd)
     except Exception as e:   # detected, but the tensors do not fit (truncated file, unknown variant)
         first = str(e).splitlines()[0] if str(e) else ""
-        raise ValueError(f"{path.name}: looks like {arch.name} but its weights do not fit that architecture "
-                         f"({type(e).__name__}: {first[:300]})") from None
+        raise UpscalerUnavailable(f"{path.name}: looks like {arch.name} but its weights do not fit that "
+                                  f"architecture ({type(e).__name__}: {first[:300]})") from None
     if not isinstance(model, spandrel.ImageModelDescriptor) or model.purpose == "FaceSR":
-        raise ValueError(f"{path.name}: a {arch.name} {model.purpose} model, not an image upscaler")
+        raise UpscalerUnavailable(f"{path.name}: a {arch.name} {model.purpose} model, not an image upscaler")
     if (model.input_channels, model.output_channels) != (3, 3):
-        raise ValueError(f"{path.name}: a {arch.name} model for {model.input_channels}-channel images; "
-                         f"only RGB upscalers are supported")
+        raise UpscalerUnavailable(f"{path.name}: a {arch.name} model for {model.input_channels}-channel images; "
+                                  f"only RGB upscalers are supported")
     return Upscaler(model, path.stem)
 
 
 # ----------------------------------------------------------------------------- tiny test models
 
 def _esrgan(scale: int, num_filters: int = 8, num_blocks: int = 1, shuffle: bool = False):
-    import spandrel
     # RealESRGAN keeps two x2 stages and pixel-unshuffles the input for x2 / x1; old ESRGAN has log2(scale) stages.
     shuffle_factor = {4: None, 2: 2, 1: 4}[scale] if shuffle else None
-    return spandrel.architectures.ESRGAN.ESRGAN(in_nc=3 * (shuffle_factor or 1) ** 2, num_filters=num_filters,
-                                                num_blocks=num_blocks, scale=4 if shuffle else scale,
-                                                shuffle_factor=shuffle_factor)
+    return _spandrel().architectures.ESRGAN.ESRGAN(in_nc=3 * (shuffle_factor or 1) ** 2, num_filters=num_filters,
+                                                   num_blocks=num_blocks, scale=4 if shuffle else scale,
+                                                   shuffle_factor=shuffle_factor)
 
 
 def _to_basicsr_names(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
@@ -186,15 +201,14 @@ def _to_basicsr_names(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
 
 
 def _compact(scale: int):
-    import spandrel
-    return spandrel.architectures.Compact.Compact(num_feat=8, num_conv=2, upscale=scale)
+    return _spandrel().architectures.Compact.Compact(num_feat=8, num_conv=2, upscale=scale)
 
 
 def _swinir(scale: int):
-    import spandrel
     # window 8, not 7: spandrel takes window 7 for the JPEG models that work in [0, 255].
-    return spandrel.architectures.SwinIR.SwinIR(img_size=16, embed_dim=8, depths=[2], num_heads=[2], window_size=8,
-                                                mlp_ratio=2.0, upscale=scale, upsampler="pixelshuffledirect")
+    return _spandrel().architectures.SwinIR.SwinIR(img_size=16, embed_dim=8, depths=[2], num_heads=[2],
+                                                   window_size=8, mlp_ratio=2.0, upscale=scale,
+                                                   upsampler="pixelshuffledirect")
 
 
 TINY_ARCHITECTURES = ("realesrgan", "esrgan", "compact", "swinir")

@@ -17,6 +17,7 @@ from ..engine.generate import HIRES_BUILTIN, JobCancelled, JobResources, active_
 from ..engine.live_engine import LiveEngine
 from ..engine.model_manager import ModelManager
 from ..engine.style_reference import StyleUnavailable
+from ..engine.upscalers import UpscalerUnavailable
 from ..imaging.codecs import encode_image, to_attachment
 from ..imaging.estimators import EstimatorUnavailable, load as load_estimator
 from .history import History
@@ -107,7 +108,7 @@ class DeviceWorker:
             log_job(job, settings, started, "cancelled")
             self.emit(job.client_id, Cancelled(job.id))
             return None
-        except (EstimatorUnavailable, StyleUnavailable) as e:
+        except (EstimatorUnavailable, StyleUnavailable, UpscalerUnavailable) as e:
             log_job(job, settings, started, f"error {ErrorCode.UNAVAILABLE}")
             self.emit(job.client_id, JobError(ErrorCode.UNAVAILABLE, str(e), job.id, job.request_id))
             return None
@@ -189,7 +190,7 @@ class DeviceWorker:
         except JobCancelled:
             self.emit(job.client_id, LiveSkipped(job.request_id, "stopped"))
             return
-        except EstimatorUnavailable as e:
+        except (EstimatorUnavailable, UpscalerUnavailable) as e:
             self.emit(job.client_id, JobError(ErrorCode.UNAVAILABLE, str(e), job.id, job.request_id))
             return
         except Exception as e:  # noqa: BLE001
@@ -207,7 +208,7 @@ class DeviceWorker:
             model = self.models.get(job.settings.model, lambda text: None)
             size, seconds = self.live.warm_up(model, job.settings, *job.warm_up,
                                               self.resources(model, job.settings, lambda text: None))
-        except EstimatorUnavailable as e:
+        except (EstimatorUnavailable, UpscalerUnavailable) as e:
             self.emit(job.client_id, JobError(ErrorCode.UNAVAILABLE, str(e), job.id, job.request_id))
             return
         except Exception as e:  # noqa: BLE001
