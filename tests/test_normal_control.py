@@ -1,4 +1,6 @@
-"""The DCC's normal pass drives a normal ControlNet: camera-space normals in, NormalBae colours to the ControlNet."""
+"""The DCC's normal pass drives a normal ControlNet: camera-space normals (or world-space normals as exr with the
+camera's world_to_camera rotation, which the server turns into camera space) in, NormalBae colours to the ControlNet."""
+import math
 import shutil
 from pathlib import Path
 
@@ -6,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from controlbridge_protocol import Client, ControlNetSettings, ImageAttachment
+from controlbridge_protocol import Client, ControlNetSettings, ErrorCode, ImageAttachment, JobFailed
 from controlbridge.imaging.normals import camera_normals_to_bae
 from controlbridge.server.outputs import read_job
 from helpers import blockout_images, quick_settings
@@ -18,13 +20,19 @@ FACING_CAMERA, FLOOR, LEFT_WALL, RIGHT_WALL = (0, 0, 1), (0, 1, 0), (1, 0, 0), (
 BAE = {FACING_CAMERA: (128, 128, 255), FLOOR: (128, 255, 128), LEFT_WALL: (0, 128, 128), RIGHT_WALL: (255, 128, 128)}
 
 
-def corridor_normal_pass(width=64, height=48) -> np.ndarray:
-    """A corridor as Blender's capture encodes it ((n + 1) / 2 as RGBA8), with a strip of empty background."""
+def corridor_normals(width=64, height=48) -> np.ndarray:
+    """A corridor's camera-space unit normals (float32 HxWx3), with a strip of empty background (zero vector)."""
     n = np.zeros((height, width, 3), np.float32)          # no geometry: Blender's zero normal
     n[height // 6:, :] = FACING_CAMERA
     n[height // 6:, : width // 4] = LEFT_WALL
     n[height // 6:, 3 * width // 4:] = RIGHT_WALL
     n[2 * height // 3:, width // 4: 3 * width // 4] = FLOOR
+    return n
+
+
+def corridor_normal_pass(width=64, height=48) -> np.ndarray:
+    """The corridor as a camera-space client encodes it ((n + 1) / 2 as RGBA8)."""
+    n = corridor_normals(width, height)
     enc = np.clip(np.round((n * 0.5 + 0.5) * 255.0), 0, 255).astype(np.uint8)
     return np.concatenate([enc, np.full((height, width, 1), 255, np.uint8)], axis=2)
 
@@ -72,3 +80,131 @@ def test_the_normal_pass_feeds_a_normal_controlnet_in_normalbae_colours(normal_s
     for direction, colour in BAE.items():
         assert close(seen[direction], colour, 3), (direction, seen[direction], colour)
     assert result.image.data != off.image.data            # the normal ControlNet acted on the image
+
+
+# ---------------------------------------------------------------- world-space normals (exr + world_to_camera)
+
+def rotation(yaw, pitch, roll) -> np.ndarray:
+    """A right-handed world_to_camera rotation (rows: the camera's right, up, toward-camera axes in the world)."""
+    (cy, sy), (cp, sp), (cr, sr) = [(math.cos(math.radians(a)), math.sin(math.radians(a))) for a in (yaw, pitch, roll)]
+    about_z = np.array([[cy, -sy, 0], [sy, cy, 0], [0, 0, 1]])
+    about_x = np.array([[1, 0, 0], [0, cp, -sp], [0, sp, cp]])
+    about_y = np.array([[cr, 0, sr], [0, 1, 0], [-sr, 0, cr]])
+    return about_y @ about_x @ about_z
+
+
+# Six cameras: level, turned, looking down, tilted and rolled, upside down, and an Unreal one (a left-handed world:
+# looking along world +Y, its right is world -X, up +Z, toward the camera -Y; determinant -1).
+ORIENTATIONS = {"level": rotation(0, 0, 0), "turned": rotation(90, 0, 0), "looking_down": rotation(0, -80, 0),
+                "tilted_rolled": rotation(35, 20, -25), "upside_down": rotation(180, 0, 180),
+                "unreal_left_handed": np.array([[-1.0, 0, 0], [0, 0, 1], [0, -1, 0]])}
+
+
+def exr_file(tmp_path, channels: dict) -> bytes:
+    import OpenEXR
+    path = tmp_path / "normal.exr"
+    with OpenEXR.File({"type": OpenEXR.scanlineimage, "compression": OpenEXR.ZIP_COMPRESSION}, channels) as f:
+        f.write(str(path))
+    return path.read_bytes()
+
+
+def world_normal_exr(tmp_path, camera_normals: np.ndarray, world_to_camera: np.ndarray, blender_names=False):
+    """What a renderer's normal pass holds for these camera-space normals: n_world = R^T n_camera, as float RGB
+    (Unreal's export) or '<layer>.Normal.X/Y/Z' (Blender's)."""
+    world = (camera_normals @ world_to_camera).astype(np.float32)
+    if blender_names:
+        return exr_file(tmp_path, {f"ViewLayer.Normal.{a}": world[..., i].copy() for i, a in enumerate("XYZ")})
+    return exr_file(tmp_path, {"RGB": world})
+
+
+def control_map(result) -> np.ndarray:
+    job = read_job(result.saved_path)
+    return np.asarray(Image.open(Path(result.saved_path).parent / job["controls"]["normal"]).convert("RGB")).astype(int)
+
+
+@pytest.fixture
+def normal_client(normal_server):
+    with Client(normal_server.url) as c:
+        yield c
+
+
+NORMAL_SETTINGS = quick_settings(steps=2, controlnets={"normal": ControlNetSettings(1.0, model="tiny-normalbae")})
+
+
+def test_world_normals_give_the_map_camera_space_normals_gave_for_every_camera(normal_client, tmp_path):
+    w, h = 64, 48
+    color = blockout_images(w, h)[0]
+    camera_space = ImageAttachment.raw_rgba8("normal", w, h, corridor_normal_pass(w, h).tobytes())
+    expected = control_map(normal_client.run(NORMAL_SETTINGS, [color, camera_space]))
+    for name, matrix in ORIENTATIONS.items():
+        exr = world_normal_exr(tmp_path, corridor_normals(w, h), matrix, blender_names=name == "tilted_rolled")
+        world = ImageAttachment.exr_world_normals("normal", w, h, exr, matrix.ravel().tolist())
+        seen = control_map(normal_client.run(NORMAL_SETTINGS, [color, world]))
+        # the same map, but for 8-bit encoding: the camera-space pass's 128 is not exactly 0
+        assert np.abs(seen - expected).max() <= 1, name
+        for direction, colour in BAE.items():
+            assert close(regions(seen)[direction], colour, 1), (name, direction)
+        assert close(regions(seen)["background"], BAE[FACING_CAMERA], 1), name   # the zero vector
+
+
+def test_world_normals_take_their_background_from_the_raw_depth(normal_client, tmp_path):
+    """Unreal's GBuffer writes a normal for the sky too: where the depth is background (here beyond `far`, and
+    not finite) the normal is the zero vector, whatever the pass says; without raw depth it stays."""
+    w, h = 64, 48
+    color = blockout_images(w, h)[0]
+    matrix = ORIENTATIONS["tilted_rolled"]
+    normals = corridor_normals(w, h)
+    normals[: h // 6] = RIGHT_WALL                          # the sky's normal: not zero
+    depth = np.full((h, w), 500.0, np.float32)
+    depth[: h // 12] = 9000.0                               # at far
+    depth[h // 12: h // 6] = np.nan
+    exr = world_normal_exr(tmp_path, normals, matrix)
+    world = ImageAttachment.exr_world_normals("normal", w, h, exr, matrix.ravel().tolist())
+    raw = ImageAttachment.raw_depth("depth", w, h, depth.tobytes(), far=9000.0)
+    settings = NORMAL_SETTINGS.replace(controlnets={**NORMAL_SETTINGS.controlnets, "depth": ControlNetSettings(0.5)})
+    with_depth = control_map(normal_client.run(settings, [color, raw, world]))
+    assert close(with_depth[1, w // 2], BAE[FACING_CAMERA], 1)               # at far
+    assert close(with_depth[h // 8, w // 2], BAE[FACING_CAMERA], 1)          # NaN depth
+    assert close(regions(with_depth)[FLOOR], BAE[FLOOR], 1)                  # geometry is kept
+    without_depth = control_map(normal_client.run(NORMAL_SETTINGS, [color, world]))
+    assert close(without_depth[1, w // 2], BAE[RIGHT_WALL], 1)
+
+
+@pytest.mark.parametrize("case, code, words", [
+    ("eight_numbers", ErrorCode.OUT_OF_RANGE, "world_to_camera has 8 numbers; it needs 9"),
+    ("scaled", ErrorCode.OUT_OF_RANGE, "world_to_camera is not a rotation: row 0 . row 0 is 4"),
+    ("sheared", ErrorCode.OUT_OF_RANGE, "world_to_camera is not a rotation: row 0 . row 1 is 0.5"),
+    ("not_finite", ErrorCode.OUT_OF_RANGE, "world_to_camera has a number that is not finite"),
+    ("not_numbers", ErrorCode.BAD_MESSAGE, "'world_to_camera' must be a list of 9 numbers"),
+    ("exr_without_matrix", ErrorCode.BAD_MESSAGE, "attachment 'normal' is exr (world-space normals) but has no "
+                                                  "world_to_camera"),
+    ("matrix_on_png", ErrorCode.BAD_MESSAGE, "world_to_camera comes with world-space normals as exr, not raw_rgba8"),
+    ("matrix_on_depth", ErrorCode.BAD_MESSAGE, "attachment 'depth': world_to_camera belongs to the 'normal'"),
+    ("no_vector_channels", ErrorCode.BAD_IMAGE, "the EXR has no R, G, B or <layer>.X/Y/Z channels (it has Z)"),
+])
+def test_bad_world_normals_are_a_clear_error(normal_client, tmp_path, case, code, words):
+    w, h = 32, 24
+    color, depth = blockout_images(w, h)
+    exr = world_normal_exr(tmp_path, corridor_normals(w, h), np.eye(3))
+    identity = np.eye(3).ravel().tolist()
+    normal = {
+        "eight_numbers": ImageAttachment.exr_world_normals("normal", w, h, exr, identity[:8]),
+        "scaled": ImageAttachment.exr_world_normals("normal", w, h, exr, (2 * np.eye(3)).ravel().tolist()),
+        "sheared": ImageAttachment.exr_world_normals("normal", w, h, exr, [1, 0, 0, 0.5, 1, 0, 0, 0, 1]),
+        "not_finite": ImageAttachment.exr_world_normals("normal", w, h, exr, [math.nan] + identity[1:]),
+        "not_numbers": ImageAttachment("normal", "exr", w, h, exr, world_to_camera=("a",) * 9),
+        "exr_without_matrix": ImageAttachment.encoded("normal", "exr", w, h, exr),
+        "matrix_on_png": ImageAttachment("normal", "raw_rgba8", w, h, corridor_normal_pass(w, h).tobytes(),
+                                         world_to_camera=tuple(identity)),
+        "matrix_on_depth": ImageAttachment.exr_world_normals("normal", w, h, exr, identity),
+        "no_vector_channels": ImageAttachment.exr_world_normals(
+            "normal", w, h, exr_file(tmp_path, {"Z": np.ones((h, w), np.float32)}), identity),
+    }[case]
+    images = [color, normal]
+    if case == "matrix_on_depth":
+        images = [color, ImageAttachment("depth", "raw_f32", w, h, depth.data, world_to_camera=tuple(identity)),
+                  ImageAttachment.exr_world_normals("normal", w, h, exr, identity)]
+    with pytest.raises(JobFailed) as failed:
+        normal_client.run(NORMAL_SETTINGS, images)
+    assert failed.value.code == code and words in str(failed.value), str(failed.value)
+    assert normal_client.run(NORMAL_SETTINGS.replace(controlnets={}), [color]).image    # the server keeps serving

@@ -5,10 +5,12 @@ Rows are always top row first. Raw encodings have no header:
 - raw_f32:   one little-endian float32 per pixel (renderer depth in scene units, or any scalar map).
 Encoded images (png, jpeg, webp) carry the file bytes; width/height must match the file.
 - exr: an OpenEXR file's bytes as the renderer wrote it (scalar depth in scene units: the Z / Depth channel,
-  also Blender's '<layer>.Depth.Z', else R / Y, else the first channel); the server decodes it.
+  also Blender's '<layer>.Depth.Z', else R / Y, else the first channel); the server decodes it. The `normal`
+  attachment may be an exr of WORLD-space normals (R, G, B or '<layer>.X/Y/Z' = world x, y, z, signed) with
+  `world_to_camera`, the rotation the server turns them into camera space with.
 """
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Sequence, Tuple
 
 from .errors import ErrorCode, ProtocolError
 
@@ -28,6 +30,9 @@ class ImageAttachment:
     data: bytes = field(repr=False)
     # raw depth (raw_f32, exr) only: values at or beyond `far` are background (sky, nothing hit).
     far: Optional[float] = None
+    # world-space normals (exr) only: 9 numbers, a row-major 3x3 rotation mapping a world vector to the protocol's
+    # camera axes (x right, y up, z toward the camera); its rows are those axes in world coordinates.
+    world_to_camera: Optional[Tuple[float, ...]] = None
 
     @classmethod
     def raw_rgba8(cls, name: str, width: int, height: int, data: bytes) -> "ImageAttachment":
@@ -41,6 +46,12 @@ class ImageAttachment:
     def exr_depth(cls, name: str, width: int, height: int, data: bytes, far: Optional[float] = None) -> "ImageAttachment":
         """Depth as the EXR file the renderer wrote (no parsing on the client)."""
         return cls(name, "exr", width, height, bytes(data), far)
+
+    @classmethod
+    def exr_world_normals(cls, name: str, width: int, height: int, data: bytes,
+                          world_to_camera: Sequence[float]) -> "ImageAttachment":
+        """World-space normals as the EXR file the renderer wrote; the server turns them into camera space."""
+        return cls(name, "exr", width, height, bytes(data), world_to_camera=tuple(float(v) for v in world_to_camera))
 
     @classmethod
     def encoded(cls, name: str, encoding: str, width: int, height: int, data: bytes) -> "ImageAttachment":
@@ -61,6 +72,8 @@ class ImageAttachment:
              "height": self.height, "bytes": len(self.data)}
         if self.far is not None:
             d["far"] = self.far
+        if self.world_to_camera is not None:
+            d["world_to_camera"] = list(self.world_to_camera)
         return d
 
     @classmethod
@@ -83,6 +96,11 @@ class ImageAttachment:
         far = d.get("far")
         if far is not None and (not isinstance(far, (int, float)) or isinstance(far, bool)):
             raise ProtocolError(ErrorCode.BAD_MESSAGE, f"attachment '{name}': 'far' must be a number")
+        matrix = d.get("world_to_camera")
+        if matrix is not None and (not isinstance(matrix, list) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in matrix)):
+            raise ProtocolError(ErrorCode.BAD_MESSAGE, f"attachment '{name}': 'world_to_camera' must be a list of "
+                                                       f"9 numbers (a row-major 3x3 rotation)")
         if enc in RAW_BYTES_PER_PIXEL:
             expected = d["width"] * d["height"] * RAW_BYTES_PER_PIXEL[enc]
             if d["bytes"] != expected:
@@ -96,6 +114,7 @@ class ImageAttachment:
         if len(data) != d["bytes"]:
             raise ProtocolError(ErrorCode.BAD_IMAGE,
                                 f"attachment '{d['name']}': expected {d['bytes']} bytes, received {len(data)}")
-        far = d.get("far")
+        far, matrix = d.get("far"), d.get("world_to_camera")
         return cls(d["name"], d["encoding"], d["width"], d["height"], data,
-                   float(far) if far is not None else None)
+                   float(far) if far is not None else None,
+                   tuple(float(v) for v in matrix) if matrix is not None else None)

@@ -52,13 +52,20 @@ def decode_scalar(att: ImageAttachment) -> np.ndarray:
     return np.frombuffer(att.data, "<f4").reshape(att.height, att.width).copy()
 
 
-def _decode_exr(att: ImageAttachment) -> np.ndarray:
+def decode_world_normals(att: ImageAttachment) -> np.ndarray:
+    """float32 HxWx3: an exr normal attachment's world x, y, z (signed, as the renderer wrote them)."""
+    if att.encoding != "exr":
+        raise _bad(att, "world-space normals come as exr")
+    return _decode_exr(att, read_exr_xyz)
+
+
+def _decode_exr(att: ImageAttachment, reader=None) -> np.ndarray:
     # OpenEXR's Python API reads only named files: the bytes go through a private temporary file.
     fd, path = tempfile.mkstemp(suffix=".exr", prefix="controlbridge-")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(att.data)
-        return read_exr_depth(path, expect_size=(att.width, att.height))
+        return (reader or read_exr_depth)(path, expect_size=(att.width, att.height))
     except ValueError as e:
         raise _bad(att, str(e)) from None
     finally:
@@ -71,6 +78,30 @@ def read_exr_depth(path, expect_size=None) -> np.ndarray:
     With `expect_size` (width, height) the header is checked first, so a small compressed file that claims a
     huge image is refused before its pixels are decoded. Raises ValueError with the reason.
     """
+    names = _exr_channel_names(path, expect_size)
+    pixels = _read_exr_channels(path, [sorted(names, key=_depth_channel_rank)[0]])[0]
+    return pixels if pixels.ndim == 2 else pixels[..., 0].copy()
+
+
+def read_exr_xyz(path, expect_size=None) -> np.ndarray:
+    """float32 HxWx3: an EXR's vector, from channels R, G, B or '<layer>.X/Y/Z' (Blender's passes; a layer named
+    like a normal first). Header checked as in read_exr_depth. Raises ValueError with the reason."""
+    names = _exr_channel_names(path, expect_size)
+    triples = []
+    for prefix in sorted({n.rpartition(".")[0] for n in names}, key=lambda p: "normal" not in p.lower()):
+        for axes in (("X", "Y", "Z"), ("R", "G", "B")):
+            found = [next((n for n in names if n.rpartition(".")[0] == prefix
+                           and n.rpartition(".")[2].upper() == axis), None) for axis in axes]
+            if None not in found:
+                triples.append(found)
+    if not triples:
+        raise ValueError(f"the EXR has no R, G, B or <layer>.X/Y/Z channels (it has {', '.join(names)})")
+    channels = _read_exr_channels(path, triples[0])
+    return np.stack([c if c.ndim == 2 else c[..., 0] for c in channels], axis=2)
+
+
+def _exr_channel_names(path, expect_size) -> list:
+    """The channel names, after checking the header (readable, the expected size, some channels)."""
     import OpenEXR
     try:
         with OpenEXR.File(str(path), header_only=True) as exr:   # the header is gone once the file closes
@@ -84,14 +115,18 @@ def read_exr_depth(path, expect_size=None) -> np.ndarray:
         raise ValueError(f"the EXR is {size[0]}x{size[1]}, the descriptor says {expect_size[0]}x{expect_size[1]}")
     if not names:
         raise ValueError("the EXR has no channels")
-    name = sorted(names, key=_depth_channel_rank)[0]
+    return names
+
+
+def _read_exr_channels(path, names) -> list:
+    """float32 arrays of the named channels (each HxW, or HxWxN where the library groups them)."""
+    import OpenEXR
     try:
         with OpenEXR.File(str(path), separate_channels=True) as exr:
-            pixels = exr.channels()[name].pixels
+            channels = exr.channels()
+            return [np.asarray(channels[name].pixels, dtype=np.float32) for name in names]
     except Exception as e:  # noqa: BLE001
         raise ValueError(f"truncated or corrupt EXR data ({str(e).splitlines()[0][:200]})") from None
-    pixels = np.asarray(pixels, dtype=np.float32)
-    return pixels if pixels.ndim == 2 else pixels[..., 0].copy()
 
 
 def _depth_channel_rank(name: str) -> int:

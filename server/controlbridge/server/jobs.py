@@ -25,9 +25,9 @@ from ..engine.samplers import SAMPLERS, step_limit
 from ..engine.stream_batch import stream_batch_problem
 from ..engine.style_reference import MAX_WEIGHT, STYLE_ATTACHMENT, STYLE_FAMILIES, StyleUnavailable, pick_files
 from ..engine.union import mode_problem
-from ..imaging.codecs import decode_control_map, decode_rgb, decode_scalar
+from ..imaging.codecs import decode_control_map, decode_rgb, decode_scalar, decode_world_normals
 from ..imaging.estimators import ESTIMATORS, role_of, unavailable_reason
-from ..imaging.normals import camera_normals_to_bae
+from ..imaging.normals import camera_normals_to_bae, world_normals_to_camera, world_to_camera_problem
 from .config import Limits
 
 ATTACHMENT_NAMES = ("color", "depth", "canny", "normal", STYLE_ATTACHMENT)
@@ -241,6 +241,8 @@ def prepare_job(msg: Generate, client_id: str, offer: ServerOffer, live: bool = 
         if att.far is not None and not (math.isfinite(att.far) and att.far > 0):
             raise _fail(ErrorCode.OUT_OF_RANGE, f"attachment '{att.name}': far is {att.far}; it must be a positive "
                                                 f"distance in scene units (or left out: no background)")
+        if att.world_to_camera is not None or (att.name == "normal" and att.encoding == "exr"):
+            _check_world_normals(att)
         atts[att.name] = att
     if "color" not in atts:
         raise _fail(ErrorCode.MISSING_ATTACHMENT, "generate needs a 'color' attachment (the camera's image)")
@@ -254,23 +256,50 @@ def prepare_job(msg: Generate, client_id: str, offer: ServerOffer, live: bool = 
 
     inputs = JobInputs(color=decode_rgb(color))
     for name, att in atts.items():
-        if name == "color":
+        if name in ("color", "normal"):
             continue
         if name == STYLE_ATTACHMENT:            # the style reference: any size, never a control map
             inputs.style = decode_rgb(att)
             continue
         if name == "depth" and att.is_scalar:   # raw_f32 or exr: raw depth, normalized on the worker
             inputs.depth_raw, inputs.depth_far = decode_scalar(att), att.far
-        elif name == "normal":   # the DCC's camera-space normals, in the colours normal ControlNets know
-            inputs.control_maps[name] = camera_normals_to_bae(decode_control_map(att))
         else:
             inputs.control_maps[name] = decode_control_map(att)
+    if "normal" in atts:     # after the depth, which tells world-space normals' background
+        inputs.control_maps["normal"] = camera_normals_to_bae(_camera_normals(atts["normal"], inputs))
     route(s, inputs)
 
     seed = s.seed if s.seed != RANDOM_SEED else secrets.randbelow(2**32)
     return Job(id=uuid.uuid4().hex[:10], client_id=client_id, request_id=msg.request_id,
                settings=s.replace(seed=seed), inputs=inputs, attachments=atts, live=live, received_at=received,
                decode_ms=(time.perf_counter() - received) * 1000)
+
+
+def _check_world_normals(att: ImageAttachment) -> None:
+    """World-space normals: the `normal` attachment as exr, with a world_to_camera rotation."""
+    if att.name != "normal":
+        raise _fail(ErrorCode.BAD_MESSAGE, f"attachment '{att.name}': world_to_camera belongs to the 'normal' "
+                                           f"attachment (world-space normals as exr) only")
+    if att.encoding != "exr":
+        raise _fail(ErrorCode.BAD_MESSAGE, f"attachment 'normal': world_to_camera comes with world-space normals as "
+                                           f"exr, not {att.encoding}; camera-space normals go without it")
+    if att.world_to_camera is None:
+        raise _fail(ErrorCode.BAD_MESSAGE, "attachment 'normal' is exr (world-space normals) but has no "
+                                           "world_to_camera: send the camera's rotation (9 numbers, rows = its right, "
+                                           "up and toward-camera axes in world coordinates) so the server can turn "
+                                           "them into camera space")
+    problem = world_to_camera_problem(att.world_to_camera)
+    if problem:
+        raise _fail(ErrorCode.OUT_OF_RANGE, f"attachment 'normal': world_to_camera {problem}")
+
+
+def _camera_normals(att: ImageAttachment, inputs: JobInputs):
+    """The DCC's normal pass as camera-space normals, (n + 1) / 2 in float32 HxWx3: as sent, or made from world-space
+    normals (exr) with the frame's raw depth, when sent, telling the background."""
+    if att.world_to_camera is None:
+        return decode_control_map(att)
+    return world_normals_to_camera(decode_world_normals(att), att.world_to_camera, inputs.depth_raw,
+                                   inputs.depth_far)
 
 
 def crop_notice(job: Job) -> str:
