@@ -1,18 +1,32 @@
-"""Unreal's world normals (SCS_Normal) -> the protocol's camera-space normal map: x right, y up, z toward the camera.
+"""Unreal's world normals (SCS_Normal) go to the server as the engine's EXR with the view's world_to_camera rotation;
+the server makes them camera-space (x right, y up, z toward the camera). No per-pixel Python in the editor.
 
-Checked on cameras in known orientations: whatever way the camera looks, a surface facing it comes out as the
-protocol's "toward the camera" (encoded 128, 128, 255), the floor below a level camera as "up", a wall that faces
-the image's right as "right"; the sky (depth at far) is the zero vector.
-"""
+Checked: the rotation on cameras in known orientations (whatever way the camera looks, a surface facing it comes out
+"toward the camera", the floor below a level camera "up", a wall facing the image's right "right"); the capture
+through the recording stand-in (an EXR export of the normal target, no read-back); and end to end against a real
+server, whose normal ControlNet sees the NormalBae colours of the fake greybox (box and sky facing the camera)."""
 
 import math
+import shutil
 
+import numpy as np
 import pytest
+from PIL import Image
 
-from controlbridge_unreal import camera_math, normals
-from fake_unreal import LinearColor
+from controlbridge.server.outputs import read_job
+from controlbridge_unreal import camera_math, engine_capture, jobs, normals, plugin, settings_model
+from controlbridge_unreal.settings_model import PluginSettings
+from test_end_to_end import pump_until_finished
+from ue_scene import fast_settings
 
-FAR = 65504.0
+ROTATIONS = [(0.0, 0.0, 0.0), (0.0, 90.0, 0.0), (-30.0, 135.0, 0.0), (20.0, -60.0, 15.0), (-89.0, 10.0, 0.0),
+             (0.0, 180.0, 90.0)]
+
+
+def to_camera(normal, rotation):
+    """What the server does with the attachment's matrix: n_camera = M n_world."""
+    m = np.asarray(normals.world_to_camera(rotation)).reshape(3, 3)
+    return tuple(m @ np.asarray(normal, float))
 
 
 def facing(rotation):
@@ -21,58 +35,100 @@ def facing(rotation):
     return tuple(-c for c in forward)
 
 
-@pytest.mark.parametrize("rotation", [(0.0, 0.0, 0.0), (0.0, 90.0, 0.0), (-30.0, 135.0, 0.0), (20.0, -60.0, 15.0),
-                                      (-89.0, 10.0, 0.0), (0.0, 180.0, 90.0)])
+@pytest.mark.parametrize("rotation", ROTATIONS)
 def test_a_surface_facing_the_camera_is_toward_the_camera(rotation):
-    assert normals.to_camera(facing(rotation), rotation) == pytest.approx((0.0, 0.0, 1.0), abs=1e-9)
-    data = normals.camera_normal_map([LinearColor(*facing(rotation), 0.0)], [500.0], rotation, FAR)
-    assert tuple(data) == (128, 128, 255, 255)
+    assert to_camera(facing(rotation), rotation) == pytest.approx((0.0, 0.0, 1.0), abs=1e-9)
+    m = np.asarray(normals.world_to_camera(rotation)).reshape(3, 3)
+    assert m @ m.T == pytest.approx(np.eye(3), abs=1e-9)      # a rotation, as the server requires
+    assert np.linalg.det(m) == pytest.approx(-1.0)           # Unreal's world is left-handed, the camera's axes not
 
 
 def test_a_level_camera_sees_the_floor_up_and_the_walls_left_and_right():
     looking_east = (0.0, 90.0, 0.0)          # yaw 90: forward is world +Y, so the image's right is world -X
-    assert normals.to_camera((0.0, 0.0, 1.0), looking_east) == pytest.approx((0.0, 1.0, 0.0))      # floor
-    assert normals.to_camera((-1.0, 0.0, 0.0), looking_east) == pytest.approx((1.0, 0.0, 0.0))     # faces right
-    assert normals.to_camera((1.0, 0.0, 0.0), looking_east) == pytest.approx((-1.0, 0.0, 0.0))     # faces left
-    assert normals.to_camera((0.0, 1.0, 0.0), looking_east) == pytest.approx((0.0, 0.0, -1.0))     # faces away
+    assert to_camera((0.0, 0.0, 1.0), looking_east) == pytest.approx((0.0, 1.0, 0.0), abs=1e-9)     # floor
+    assert to_camera((-1.0, 0.0, 0.0), looking_east) == pytest.approx((1.0, 0.0, 0.0), abs=1e-9)    # faces right
+    assert to_camera((1.0, 0.0, 0.0), looking_east) == pytest.approx((-1.0, 0.0, 0.0), abs=1e-9)    # faces left
+    assert to_camera((0.0, 1.0, 0.0), looking_east) == pytest.approx((0.0, 0.0, -1.0), abs=1e-9)    # faces away
 
 
 def test_roll_turns_the_image_axes():
     rolled = (0.0, 0.0, 90.0)                # rolled 90 degrees: the world's up is the image's left or right
-    x, y, z = normals.to_camera((0.0, 0.0, 1.0), rolled)
+    x, y, z = to_camera((0.0, 0.0, 1.0), rolled)
     assert abs(x) == pytest.approx(1.0) and y == pytest.approx(0.0, abs=1e-9) and z == pytest.approx(0.0, abs=1e-9)
     # and it agrees with the camera's own up axis: the world direction of its local +Z maps to image up
     up = camera_math.local_to_world_direction(rolled, (0.0, 0.0, 1.0))
-    assert normals.to_camera(up, rolled) == pytest.approx((0.0, 1.0, 0.0), abs=1e-9)
+    assert to_camera(up, rolled) == pytest.approx((0.0, 1.0, 0.0), abs=1e-9)
 
 
-def test_the_map_encodes_each_pixel_and_marks_background_by_depth():
-    camera = (-10.0, 30.0, 0.0)
-    forward, right, up = camera_math.rotator_axes(camera)
-    pixels = [facing(camera), up, right, (0.3, -0.2, 0.9), facing(camera), (0.0, 0.0, 0.0)]
-    depths = [800.0, 1200.0, 300.0, FAR, 0.0, 900.0]          # sky, no depth, and a zero normal: background
-    data = normals.camera_normal_map([LinearColor(*p, 0.0) for p in pixels], depths, camera, FAR)
-    assert len(data) == 6 * 4
-    px = [tuple(data[i:i + 4]) for i in range(0, len(data), 4)]
-    assert px[0] == (128, 128, 255, 255)
-    assert px[1] == (128, 255, 128, 255)
-    assert px[2] == (255, 128, 128, 255)
-    assert px[3] == px[4] == px[5] == normals.BACKGROUND
-    # a GBuffer normal a little off unit length (16-bit floats) is renormalized
-    scaled = normals.camera_normal_map([LinearColor(*(0.98 * c for c in up), 0.0)], [10.0], camera, FAR)
-    assert tuple(scaled) == (128, 255, 128, 255)
+def read_exr_rgb(data: bytes, tmp_path) -> np.ndarray:
+    import OpenEXR
+    path = tmp_path / "sent.exr"
+    path.write_bytes(data)
+    with OpenEXR.File(str(path), separate_channels=True) as exr:
+        return np.stack([exr.channels()[c].pixels.astype(np.float32) for c in "RGB"], axis=2)
 
 
-def test_the_encoding_decodes_back_within_8_bits():
-    camera = (15.0, -40.0, 5.0)
-    n = (0.48, -0.6, 0.64)
-    n = tuple(c / math.sqrt(sum(v * v for v in n)) for c in n)
-    data = normals.camera_normal_map([LinearColor(*n, 0.0)], [100.0], camera, FAR)
-    decoded = tuple(b / 255.0 * 2.0 - 1.0 for b in data[:3])
-    assert decoded == pytest.approx(normals.to_camera(n, camera), abs=1.0 / 127)
-    assert tuple(data) == normals.encode(normals.to_camera(n, camera))
+def test_the_capture_exports_the_normal_target_as_an_exr_and_reads_no_pixels_back(fake_editor, tmp_path):
+    editor, ue = fake_editor
+    view = camera_math.viewport_view((0.0, 0.0, 170.0), (-10.0, 30.0, 0.0), 90.0)
+    cap = engine_capture.capture(ue, view, 48, 32, PluginSettings(normal_weight=0.5), temp_dir=str(tmp_path / "t"))
+
+    assert [c["source"] for c in editor.captures][-1] is ue.SceneCaptureSource.SCS_NORMAL
+    normal_target = editor.render_targets[3]
+    assert normal_target.format is ue.TextureRenderTargetFormat.RTF_RGBA16F
+    exports = editor.calls_named("ImageWriteBlueprintLibrary.export_to_disk")
+    assert [e.args[0] for e in exports] == [editor.render_targets[1], normal_target]   # depth, then normals
+    assert all(e.args[2].format is ue.DesiredImageFormat.EXR and e.args[2].async_ is False for e in exports)
+    raw, = editor.calls_named("RenderingLibrary.read_render_target_raw")                  # the depth probe only
+    assert raw.args[1] is editor.render_targets[2]
+    assert all(rt.released for rt in editor.render_targets) and not list((tmp_path / "t").glob("*.exr"))
+
+    # the world normals as the GBuffer holds them: box facing the camera, floor up (the sky's normal is junk)
+    world = read_exr_rgb(cap.normal_exr, tmp_path)
+    assert world.shape == (32, 48, 3)
+    assert world[20, 24] == pytest.approx(facing(view.rotation), abs=1e-3)
+    assert tuple(world[-1, 0]) == (0.0, 0.0, 1.0)
+    assert cap.world_to_camera == normals.world_to_camera(view.rotation)
+    normal = {a.name: a for a in jobs.attachments(cap)}["normal"]
+    assert (normal.encoding, normal.width, normal.height) == ("exr", 48, 32)
+    assert normal.data == cap.normal_exr and normal.descriptor()["world_to_camera"] == list(cap.world_to_camera)
+
+    without = engine_capture.capture(ue, view, 48, 32, PluginSettings(normal_weight=0.0), temp_dir=str(tmp_path))
+    assert without.normal_exr is None and "normal" not in {a.name for a in jobs.attachments(without)}
 
 
-def test_a_buffer_of_the_wrong_size_is_an_error():
-    with pytest.raises(ValueError):
-        normals.camera_normal_map([LinearColor(0.0, 0.0, 1.0, 0.0)], [1.0, 2.0], (0.0, 0.0, 0.0), FAR)
+@pytest.fixture
+def library_server(spawn_server, tmp_path):
+    from controlbridge.engine.tiny_model import ensure_tiny_model
+    models = tmp_path / "models"
+    # random weights in a normal ControlNet's place: the library tells its kind from the name
+    shutil.copytree(ensure_tiny_model().controlnets["depth"], models / "controlnet" / "tiny-normalbae")
+    return spawn_server("--models-dir", str(models))
+
+
+def test_the_world_normals_reach_the_server_as_normalbae_colours(fake_editor, library_server):
+    editor, ue = fake_editor
+    settings_model.save(settings_model.settings_path(editor.saved_dir),
+                        fast_settings(server_url=library_server.url, width=64, height=48, normal_weight=1.0,
+                                      normal_model="tiny-normalbae"))
+    p = plugin.start(ue)
+    try:
+        pitch = -8.0
+        editor.add_cine_camera(location=(0.0, 0.0, 160.0), rotation=(pitch, 20.0, 0.0), sensor=(36.0, 24.0))
+        plugin.generate_from_cine_camera()
+        task = pump_until_finished(editor, 0)
+        assert task.finished is True, (task.texts, editor.messages)
+    finally:
+        p.stop()
+    saved, = library_server.output_dir.glob("*.png")
+    job = read_job(saved)
+    assert job["inputs"]["normal"]["encoding"] == "exr"
+    seen = np.asarray(Image.open(saved.parent / job["controls"]["normal"]).convert("RGB")).astype(int)
+    h, w = seen.shape[:2]
+    lavender = (128, 128, 255)                                  # NormalBae: facing the camera
+    assert np.abs(seen[h // 2, w // 2] - lavender).max() <= 1            # the box's front
+    assert np.abs(seen[2, w // 2] - lavender).max() <= 1                  # sky: background by depth, not its normal
+    # the floor faces world up; the camera is pitched down 8 degrees, so it is up and a little toward the camera
+    floor = (128, round((math.cos(math.radians(pitch)) + 1) * 127.5), round((math.sin(-math.radians(pitch)) + 1)
+                                                                           * 127.5))
+    assert np.abs(seen[h - 2, 2] - floor).max() <= 1

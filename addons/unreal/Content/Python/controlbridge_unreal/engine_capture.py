@@ -121,8 +121,9 @@ def capture(unreal, view: camera_math.CameraView, width: int, height: int, setti
     instead of spawned, its view state (temporal history, eye adaptation) carried from frame to frame, so only
     its first capture needs the warm-up frames. release_rig() ends it; an error releases it too.
 
-    Normals (a normal ControlNet on): SCS_Normal (the GBuffer's world normal, signed) into RGBA16F, read back with
-    the full depth and turned into the camera-space map in normals.py; the style image (Settings > Style Image) is
+    Normals (a normal ControlNet on): SCS_Normal (the GBuffer's world normal, signed) into RGBA16F, written to EXR
+    by the engine's image writer like the depth and sent with the view's world_to_camera (normals.py): the server
+    makes them camera-space, background told by the depth; the style image (Settings > Style Image) is
     read or exported as it is named (jobs only, not live frames)."""
     editor: unreal.UnrealEditorSubsystem = unreal.get_editor_subsystem(unreal.UnrealEditorSubsystem)
     actors: unreal.EditorActorSubsystem = unreal.get_editor_subsystem(unreal.EditorActorSubsystem)
@@ -146,7 +147,7 @@ def capture(unreal, view: camera_math.CameraView, width: int, height: int, setti
     else:
         color_target, depth_target, probe_target, normal_target = rig["targets"]
         capture_actor = rig["actor"]
-    normal_rgba = None
+    normal_exr = None
     try:
         if capture_actor is None:
             capture_actor = actors.spawn_actor_from_class(
@@ -181,8 +182,7 @@ def capture(unreal, view: camera_math.CameraView, width: int, height: int, setti
         # normalize=False: the default (True) would squash centimetres into 0..1
         probe_colors = unreal.RenderingLibrary.read_render_target_raw(world, probe_target, normalize=False)
         if normal_target is not None:
-            normal_rgba = capture_normals(unreal, world, component, view, normal_target, depth_target,
-                                          buffers.depth_far(settings.max_depth_cm))
+            normal_exr = capture_normals(unreal, component, normal_target, temp_dir)
     except BaseException:
         if rig is not None:
             release_rig(unreal, rig)
@@ -206,21 +206,21 @@ def capture(unreal, view: camera_math.CameraView, width: int, height: int, setti
     # live frames (a rig) never carry the style image: the server runs style references in jobs only
     style_bytes = style_image(unreal, settings.style_image, temp_dir) if settings.style_image.strip() and rig is None \
         else None
-    return Capture(width, height, color_png, depth_exr, probe.far, probe, normal_rgba, style_bytes)
+    return Capture(width, height, color_png, depth_exr, probe.far, probe, normal_exr,
+                   normals.world_to_camera(view.rotation) if normal_exr is not None else None, style_bytes)
 
 
-def capture_normals(unreal, world: unreal.World, component: unreal.SceneCaptureComponent2D,
-                    view: camera_math.CameraView, normal_target: unreal.TextureRenderTarget2D,
-                    depth_target: unreal.TextureRenderTarget2D, far: float) -> bytes:
-    """The view's world normals (SCS_Normal), made camera-space; background told by the full depth just captured."""
+def capture_normals(unreal, component: unreal.SceneCaptureComponent2D,
+                    normal_target: unreal.TextureRenderTarget2D, temp_dir: str) -> bytes:
+    """The view's world normals (SCS_Normal) as the EXR the engine writes; the server makes them camera-space."""
     component.set_editor_property("capture_source", unreal.SceneCaptureSource.SCS_NORMAL)
     component.set_editor_property("texture_target", normal_target)
     component.capture_scene()
-    world_normals = unreal.RenderingLibrary.read_render_target_raw(world, normal_target, normalize=False)
-    depth = unreal.RenderingLibrary.read_render_target_raw(world, depth_target, normalize=False)
-    if not world_normals or len(world_normals) != len(depth) or not depth:
-        raise buffers.CaptureProblem("Unreal returned no normal pixels for the capture (render target read failed).")
-    return normals.camera_normal_map(world_normals, buffers.depth_from_linear_colors(depth), view.rotation, far)
+    normal_exr = export_file(temp_dir, "exr", lambda folder, name: export_exr(unreal, normal_target,
+                                                                              os.path.join(folder, name)))
+    if not normal_exr:
+        raise buffers.CaptureProblem("Unreal wrote no normal image for the capture (EXR export failed).")
+    return normal_exr
 
 
 def style_image(unreal, name: str, temp_dir: str) -> bytes:

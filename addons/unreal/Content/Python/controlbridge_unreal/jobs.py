@@ -25,8 +25,10 @@ class Capture:
     depth_exr: bytes
     far: float
     probe: DepthStats
-    # Camera-space normals as RGBA8 (normals.camera_normal_map), when a normal ControlNet is on; else None.
-    normal_rgba: Optional[bytes] = None
+    # World normals (SCS_Normal) as the EXR the engine wrote, and the view's world_to_camera rotation
+    # (normals.world_to_camera, 9 numbers), when a normal ControlNet is on; else None. The server converts them.
+    normal_exr: Optional[bytes] = None
+    world_to_camera: Optional[Tuple[float, ...]] = None
     # The style reference image's file bytes (PNG/JPEG), when Settings > Style Image names one; else None.
     style_image: Optional[bytes] = None
 
@@ -61,7 +63,7 @@ def controlnets(s: PluginSettings) -> Dict[str, ControlNetSettings]:
 
 
 def wants_normals(settings: PluginSettings) -> bool:
-    """The capture renders world normals only for a normal ControlNet (it costs a read-back and a pass in Python)."""
+    """The capture renders world normals only for a normal ControlNet (it costs a render and an EXR export)."""
     return settings.validated().normal_weight > 0
 
 
@@ -107,8 +109,9 @@ def attachments(capture: Capture) -> List[ImageAttachment]:
         ImageAttachment.encoded("color", "png", capture.width, capture.height, capture.color_png),
         ImageAttachment.exr_depth("depth", capture.width, capture.height, capture.depth_exr, far=capture.far),
     ]
-    if capture.normal_rgba is not None:
-        images.append(ImageAttachment.raw_rgba8("normal", capture.width, capture.height, capture.normal_rgba))
+    if capture.normal_exr is not None:
+        images.append(ImageAttachment.exr_world_normals("normal", capture.width, capture.height, capture.normal_exr,
+                                                        capture.world_to_camera))
     if capture.style_image is not None:
         images.append(style.attachment(capture.style_image))
     return images
