@@ -208,3 +208,34 @@ def test_bad_world_normals_are_a_clear_error(normal_client, tmp_path, case, code
         normal_client.run(NORMAL_SETTINGS, images)
     assert failed.value.code == code and words in str(failed.value), str(failed.value)
     assert normal_client.run(NORMAL_SETTINGS.replace(controlnets={}), [color]).image    # the server keeps serving
+
+
+def test_blenders_multi_part_exr_gives_the_depth_that_marks_the_background(normal_client, tmp_path):
+    """With its Normal pass on, Blender saves one EXR part per pass (Combined first): the depth is read from its
+    part, so the world normals' background is where that depth is at or beyond far."""
+    import OpenEXR
+    w, h = 64, 48
+    color = blockout_images(w, h)[0]
+    matrix = ORIENTATIONS["looking_down"]
+    normals = corridor_normals(w, h)
+    normals[: h // 6] = LEFT_WALL                           # not zero: only the depth says it is background
+    depth = np.full((h, w), 5.0, np.float32)
+    depth[: h // 6] = 1e10                                  # Blender's "nothing hit"
+    world = (normals @ matrix).astype(np.float32)
+
+    def part(name, channels):
+        return OpenEXR.Part({"type": OpenEXR.scanlineimage, "compression": OpenEXR.ZIP_COMPRESSION}, channels, name)
+    path = tmp_path / "passes.exr"
+    with OpenEXR.File([part("ViewLayer.Combined", {f"ViewLayer.Combined.{c}": np.zeros((h, w), np.float16)
+                                                   for c in "RGBA"}),
+                       part("ViewLayer.Depth", {"ViewLayer.Depth.Z": depth}),
+                       part("ViewLayer.Normal", {f"ViewLayer.Normal.{a}": world[..., i].copy()
+                                                 for i, a in enumerate("XYZ")})]) as f:
+        f.write(str(path))
+    passes = path.read_bytes()
+    images = [color, ImageAttachment.exr_depth("depth", w, h, passes, far=100.0),
+              ImageAttachment.exr_world_normals("normal", w, h, passes, matrix.ravel().tolist())]
+    seen = control_map(normal_client.run(NORMAL_SETTINGS, images))
+    assert close(seen[2, w // 2], BAE[FACING_CAMERA], 1)                      # background by the depth part
+    for direction in (LEFT_WALL, RIGHT_WALL, FLOOR, FACING_CAMERA):
+        assert close(regions(seen)[direction], BAE[direction], 1), direction

@@ -101,29 +101,33 @@ def read_exr_xyz(path, expect_size=None) -> np.ndarray:
 
 
 def _exr_channel_names(path, expect_size) -> list:
-    """The channel names, after checking the header (readable, the expected size, some channels)."""
+    """The channel names of every part, after checking the header (readable, the expected size, some channels).
+    Blender writes one part per pass (Combined, Depth, Normal) when it saves more than colour and depth."""
     import OpenEXR
     try:
-        with OpenEXR.File(str(path), header_only=True) as exr:   # the header is gone once the file closes
-            header = exr.header()
-            (x0, y0), (x1, y1) = header["dataWindow"]
-            size = (int(x1 - x0 + 1), int(y1 - y0 + 1))
-            names = [ch.name for ch in header.get("channels", [])]
+        with OpenEXR.File(str(path), header_only=True) as exr:   # the headers are gone once the file closes
+            sizes, names = set(), []
+            for part in exr.parts:
+                (x0, y0), (x1, y1) = part.header["dataWindow"]
+                sizes.add((int(x1 - x0 + 1), int(y1 - y0 + 1)))
+                names += [ch.name for ch in part.header.get("channels", [])]
     except Exception as e:  # noqa: BLE001 - the library raises plain RuntimeErrors
         raise ValueError(f"not a readable EXR ({str(e).splitlines()[0][:200]})") from None
-    if expect_size is not None and size != tuple(expect_size):
-        raise ValueError(f"the EXR is {size[0]}x{size[1]}, the descriptor says {expect_size[0]}x{expect_size[1]}")
+    if expect_size is not None and sizes != {tuple(expect_size)}:
+        found = " and ".join(f"{w}x{h}" for w, h in sorted(sizes))
+        raise ValueError(f"the EXR is {found}, the descriptor says {expect_size[0]}x{expect_size[1]}")
     if not names:
         raise ValueError("the EXR has no channels")
     return names
 
 
 def _read_exr_channels(path, names) -> list:
-    """float32 arrays of the named channels (each HxW, or HxWxN where the library groups them)."""
+    """float32 arrays of the named channels, from whichever part holds them (each HxW, or HxWxN where the library
+    groups them)."""
     import OpenEXR
     try:
         with OpenEXR.File(str(path), separate_channels=True) as exr:
-            channels = exr.channels()
+            channels = {name: ch for part in exr.parts for name, ch in part.channels.items()}
             return [np.asarray(channels[name].pixels, dtype=np.float32) for name in names]
     except Exception as e:  # noqa: BLE001
         raise ValueError(f"truncated or corrupt EXR data ({str(e).splitlines()[0][:200]})") from None
