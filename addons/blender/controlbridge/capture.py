@@ -9,7 +9,8 @@ The capture path (the same in the interactive UI and headless):
    with the scene's view transform applied, exactly what the artist's render would look like) and a
    32-bit float multilayer EXR whose bytes go to the server as they are (the `exr` encoding: the server
    reads the depth channel with OpenEXR; the add-on parses no EXR). Normals, when asked, come from a
-   temporary compositor File Output node as a single-layer EXR that Blender's own image loader reads.
+   temporary compositor File Output node as a single-layer float EXR of the WORLD-space Normal pass, sent as it
+   is with the camera's world_to_camera rotation: the server turns them into camera space (no pixel work here).
 3. Film > Transparent: the sky is sent as the artist sees it, the world rendered behind the scene (film
    made opaque for the capture), or composited over an explicit background colour.
 4. Restore every setting that was changed, even when the render fails. When a Render Result exists, the
@@ -50,7 +51,8 @@ class Capture:
     far: float
     depth: Optional[np.ndarray] = None   # float32 (height, width), scene units, top row first (viewport path)
     depth_exr: Optional[bytes] = None    # or the EXR file Blender wrote, its Depth.Z pass (render path)
-    normal: Optional[bytes] = None  # raw RGBA8 camera-space normal map (x right, y up, z to the camera)
+    normal_exr: Optional[bytes] = None   # the world-space Normal pass as the EXR the compositor wrote
+    world_to_camera: Optional[list] = None   # 9 numbers, row-major: the camera's right, up, backward in world axes
     camera_name: str = ""
     camera_matrix: list = field(default_factory=list)  # 4x4 row-major, unscaled world matrix at capture time
     frame: Optional[Frame] = None
@@ -63,8 +65,9 @@ class Capture:
             depth = ImageAttachment.raw_depth("depth", self.width, self.height,
                                               self.depth.astype("<f4").tobytes(), far=self.far)
         images = [ImageAttachment.raw_rgba8("color", self.width, self.height, self.color), depth]
-        if self.normal is not None:
-            images.append(ImageAttachment.raw_rgba8("normal", self.width, self.height, self.normal))
+        if self.normal_exr is not None:
+            images.append(ImageAttachment.exr_world_normals("normal", self.width, self.height, self.normal_exr,
+                                                            self.world_to_camera))
         return images
 
     def meta(self) -> dict:
@@ -206,7 +209,7 @@ def _normal_output(scene, tmp: TemporarySettings, tmpdir: str):
     fmt = out.format
     if hasattr(fmt, "media_type"):
         fmt.media_type = "IMAGE"
-    fmt.file_format, fmt.color_depth = "OPEN_EXR", "32"
+    fmt.file_format, fmt.color_depth, fmt.exr_codec = "OPEN_EXR", "32", "ZIP"   # lossless: values matter
     out.file_output_items.new("RGBA", "Normal")
     tree.links.new(layers.outputs["Normal"], out.inputs[0])
     tmp.set(scene, "compositing_node_group", tree)
@@ -214,24 +217,21 @@ def _normal_output(scene, tmp: TemporarySettings, tmpdir: str):
     return tree
 
 
-def _read_normals(tmpdir: str, camera, width: int, height: int) -> bytes:
-    """The File Output's world-space normals as a camera-space normal map (RGBA8, top row first)."""
+def _read_normal_exr(tmpdir: str) -> bytes:
+    """The File Output's EXR of the world-space normals, its bytes as written."""
     path = next((os.path.join(tmpdir, f) for f in sorted(os.listdir(tmpdir)) if f.startswith("normal")), None)
     if path is None:
         raise CaptureError("the compositor wrote no normal pass")
-    image = bpy.data.images.load(path)
-    try:
-        if tuple(image.size) != (width, height):
-            raise CaptureError(f"normal pass is {image.size[0]}x{image.size[1]}, expected {width}x{height}")
-        px = np.empty(width * height * 4, np.float32)
-        image.pixels.foreach_get(px)
-    finally:
-        bpy.data.images.remove(image)
-    n = px.reshape(height, width, 4)[::-1, :, :3]       # Blender's pixels are bottom row first
-    rot = np.array(unscaled_matrix(camera).to_3x3(), dtype=np.float32)
-    n_cam = n @ rot   # rows are world normals: (R^T n)^T = n^T R
-    enc = np.clip(np.round((n_cam * 0.5 + 0.5) * 255.0), 0, 255).astype(np.uint8)
-    return np.concatenate([enc, np.full((height, width, 1), 255, np.uint8)], axis=-1).tobytes()
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def world_to_camera(camera) -> list:
+    """The camera's world rotation transposed, row-major: its local axes in world coordinates are the rows. A Blender
+    camera looks down its local -Z with +Y up and +X right, so they are already the protocol's x right, y up,
+    z toward the viewer."""
+    rotation = unscaled_matrix(camera).to_3x3()
+    return [float(rotation[row][axis]) for axis in range(3) for row in range(3)]
 
 
 def capture(scene, view_layer=None, options: Optional[CaptureOptions] = None, own_slot: bool = True) -> Capture:
@@ -316,7 +316,7 @@ def capture(scene, view_layer=None, options: Optional[CaptureOptions] = None, ow
         color[..., 3] = 255   # what is sent is opaque: the server drops alpha anyway
         with open(exr_path, "rb") as f:
             depth_exr = f.read()
-        normal = _read_normals(tmpdir, camera, width, height) if options.normals else None
+        normal_exr = _read_normal_exr(tmpdir) if options.normals else None
     finally:
         try:
             tmp.restore()
@@ -327,5 +327,7 @@ def capture(scene, view_layer=None, options: Optional[CaptureOptions] = None, ow
 
     matrix = unscaled_matrix(camera)
     return Capture(width=width, height=height, color=color.tobytes(), depth_exr=depth_exr,
-                   far=float(camera.data.clip_end), normal=normal, camera_name=camera.name,
+                   far=float(camera.data.clip_end), normal_exr=normal_exr,
+                   world_to_camera=world_to_camera(camera) if normal_exr is not None else None,
+                   camera_name=camera.name,
                    camera_matrix=[list(row) for row in matrix], frame=frame, engine=engine)

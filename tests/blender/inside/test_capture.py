@@ -3,10 +3,10 @@ import bpy
 import numpy as np
 import pytest
 from bpy_extras.object_utils import world_to_camera_view
-from mathutils import Vector
+from mathutils import Euler, Vector
 
-from conftest import cycles, emission_material
-from exr_reader import depth_of
+from conftest import cycles, emission_material, env_or_skip
+from exr_reader import depth_of, read_exr_bytes
 
 
 def pixel_of(scene, point, width, height):
@@ -88,12 +88,66 @@ def test_depth_matches_ray_casts_from_a_tilted_camera(cb, scene, make_cube):
     assert (depth[~hit] >= shot.far).all()
 
 
-def test_normals_are_camera_space(cb, scene):
+def _turn_the_shot(scene, rotation, floor=None):
+    """Camera and cube (and `floor`, an object placed in the camera's unturned frame) turned together about the
+    origin: the cube's front face still faces the camera head-on, the floor's top is still up in the image."""
+    cam = scene.camera
+    for obj in (cam, scene.objects["Cube"]) + ((floor,) if floor is not None else ()):
+        obj.rotation_mode = "XYZ"
+        obj.rotation_euler = rotation
+        obj.location = rotation.to_matrix() @ obj.location
+    bpy.context.view_layer.update()
+
+
+def _read_image(path):
+    """An 8-bit image file as int RGBA, top row first (Blender's pixels are bottom row first)."""
+    image = bpy.data.images.load(str(path))
+    try:
+        px = np.empty(image.size[0] * image.size[1] * 4, np.float32)
+        image.pixels.foreach_get(px)
+        return np.round(px.reshape(image.size[1], image.size[0], 4)[::-1] * 255).astype(int)
+    finally:
+        bpy.data.images.remove(image)
+
+
+def test_normals_go_as_the_world_space_exr_with_the_camera_rotation(cb, scene):
+    turn = Euler((0.4, -0.3, 0.9), "XYZ")
+    _turn_the_shot(scene, turn)
     shot = cb.capture.capture(scene, bpy.context.view_layer, cycles(normals=True))
-    normal = np.frombuffer(shot.normal, np.uint8).reshape(64, 96, 4)
-    r, g, b, a = (int(v) for v in normal[32, 48])
-    assert abs(r - 128) <= 2 and abs(g - 128) <= 2 and b >= 253 and a == 255   # facing the camera
-    assert "normal" in {a.name for a in shot.attachments()}
+
+    normal = {a.name: a for a in shot.attachments()}["normal"]
+    assert (normal.encoding, normal.width, normal.height) == ("exr", 96, 64) and normal.data == shot.normal_exr
+    # world_to_camera: the camera's rotation transposed (its rows are the camera's local axes in the world)
+    rotation = np.array(turn.to_matrix())
+    assert np.allclose(np.array(normal.world_to_camera).reshape(3, 3), rotation.T, atol=1e-6)
+    # the file holds the world-space normals as Blender's Normal pass has them, top row first
+    channels = read_exr_bytes(shot.normal_exr)
+    world = np.stack([next(v for k, v in channels.items() if k.rpartition(".")[2] in axes)
+                      for axes in (("R", "X"), ("G", "Y"), ("B", "Z"))], axis=2)
+    assert np.allclose(world[32, 48], rotation @ (0.0, 0.0, 1.0), atol=1e-3)      # the face toward the camera
+    assert np.allclose(world[0, 0], 0.0)                                          # nothing there: zero
+
+
+def test_the_server_paints_the_normal_pass_in_normalbae_colours(cb, scene, make_cube):
+    """A real server with a normal ControlNet turns the world EXR + rotation into the colours NormalBae paints, for a
+    turned camera: the cube's face toward it lavender (128, 128, 255), the floor below mint (128, 255, 128), the
+    empty background (no normal, depth beyond far) lavender."""
+    from pathlib import Path
+    url = env_or_skip("CONTROLBRIDGE_TEST_LIBRARY_SERVER_URL")
+    floor = make_cube("Floor", 1.0, (0.0, -2.5, -8.0))        # its top 1.5 below the camera, from 2 to 14 ahead
+    floor.scale = (6.0, 1.0, 6.0)
+    _turn_the_shot(scene, Euler((0.4, -0.3, 0.9), "XYZ"), floor)
+    shot = cb.capture.capture(scene, bpy.context.view_layer, cycles(normals=True))
+    protocol = cb.protocol
+    settings = protocol.JobSettings(prompt="a cube", seed=1, steps=2, sampler="euler", denoise=1.0,
+                                    controlnets={"normal": protocol.ControlNetSettings(1.0, model="tiny-normalbae")})
+    with protocol.Client(url) as client:
+        result = client.run(settings, shot.attachments(), timeout=120)
+    seen = _read_image(Path(result.saved_path).with_suffix(".inputs") / "control-normal.png")
+    h, w = seen.shape[:2]
+    assert np.abs(seen[h // 2, w // 2, :3] - (128, 128, 255)).max() <= 2, seen[h // 2, w // 2]   # the face
+    assert np.abs(seen[2, 2, :3] - (128, 128, 255)).max() <= 2, seen[2, 2]                        # background
+    assert np.abs(seen[h - 3, 6, :3] - (128, 255, 128)).max() <= 2, seen[h - 3, 6]                # the floor
 
 
 def _rna_values(struct):
@@ -185,3 +239,4 @@ def test_no_camera_is_a_clear_error(cb, scene):
     scene.camera = None
     with pytest.raises(cb.capture.CaptureError, match="no active camera"):
         cb.capture.capture(scene)
+
