@@ -239,3 +239,20 @@ def test_blenders_multi_part_exr_gives_the_depth_that_marks_the_background(norma
     assert close(seen[2, w // 2], BAE[FACING_CAMERA], 1)                      # background by the depth part
     for direction in (LEFT_WALL, RIGHT_WALL, FLOOR, FACING_CAMERA):
         assert close(regions(seen)[direction], BAE[direction], 1), direction
+
+
+def test_a_job_with_world_normals_reruns_from_its_saved_inputs(normal_client, tmp_path):
+    # The saved inputs keep the exr's world_to_camera: re-running the job from its PNG (CLI --from-png, history)
+    # sends the same world normals with their rotation and gives the same pixels.
+    from controlbridge.server.outputs import load_input
+    from controlbridge_protocol import JobSettings
+    w, h = 64, 48
+    matrix = ORIENTATIONS["tilted_rolled"]
+    world = ImageAttachment.exr_world_normals("normal", w, h, world_normal_exr(tmp_path, corridor_normals(w, h),
+                                                                               matrix), matrix.ravel().tolist())
+    first = normal_client.run(NORMAL_SETTINGS.replace(seed=7), [blockout_images(w, h)[0], world])
+    job = read_job(first.saved_path)
+    assert job["inputs"]["normal"]["world_to_camera"] == pytest.approx(matrix.ravel().tolist())
+    inputs = [load_input(Path(first.saved_path), entry) for entry in job["inputs"].values()]
+    again = normal_client.run(JobSettings.from_dict(job["settings"]), inputs)
+    assert np.array_equal(np.asarray(Image.open(first.saved_path)), np.asarray(Image.open(again.saved_path)))

@@ -90,6 +90,8 @@ def save_inputs(inputs_dir: Path, attachments: Dict[str, ImageAttachment]) -> di
         _write_atomic(path, _input_bytes(att))
         inputs[name] = {"file": f"{inputs_dir.name}/{path.name}", "encoding": att.encoding,
                         "width": att.width, "height": att.height, "far": att.far}
+        if att.world_to_camera is not None:      # world-space normals: the rotation that makes them camera-space
+            inputs[name]["world_to_camera"] = list(att.world_to_camera)
     return inputs
 
 
@@ -149,7 +151,9 @@ def load_input(png_path: Path, entry: dict) -> ImageAttachment:
     if encoding == "raw_rgba8":
         with Image.open(path) as img:
             return ImageAttachment.raw_rgba8(name, w, h, img.convert("RGBA").tobytes())
-    return ImageAttachment(name, encoding, w, h, path.read_bytes(), entry.get("far"))   # exr keeps its far
+    matrix = entry.get("world_to_camera")
+    return ImageAttachment(name, encoding, w, h, path.read_bytes(), entry.get("far"),      # exr keeps its far
+                           world_to_camera=tuple(matrix) if matrix is not None else None)  # and its rotation
 
 
 def a1111_parameters(settings: JobSettings, model: dict, shape) -> str:
