@@ -145,16 +145,15 @@ def test_the_world_normal_capture_feeds_a_normal_controlnet(fake_editor, library
     saved, = library_server.output_dir.glob("*.png")
     job = read_job(saved)
     assert job["settings"]["controlnets"]["normal"]["model"] == "tiny-normalbae"
-    sent = np.asarray(Image.open(saved.parent / job["inputs"]["normal"]["file"]).convert("RGBA"))
-    h, w = sent.shape[:2]                                  # 64 x 40: the 3:2 filmback
-    box, floor, sky = sent[h // 2, w // 2], sent[h - 2, 2], sent[1, w // 2]
-    assert tuple(box) == (128, 128, 255, 255)             # the box's front faces the camera: toward it
-    assert tuple(sky) == (128, 128, 128, 255)             # sky (depth at far): the zero vector
-    assert floor[1] > 240 and floor[2] > 128               # the floor: up, and a little toward a camera pitched down
-    seen = np.asarray(Image.open(saved.parent / job["controls"]["normal"]).convert("RGB"))
+    sent = job["inputs"]["normal"]                         # the engine's EXR of world normals, and the rotation
+    assert sent["encoding"] == "exr" and len(sent["world_to_camera"]) == 9 and (sent["width"], sent["height"]) == \
+        (64, 40)                                           # the 3:2 filmback
+    seen = np.asarray(Image.open(saved.parent / job["controls"]["normal"]).convert("RGB")).astype(int)
     sh, sw = seen.shape[:2]
-    assert np.abs(seen[sh // 2, sw // 2].astype(int) - (128, 128, 255)).max() <= 3   # NormalBae lavender
-    assert np.abs(seen[1, sw // 2].astype(int) - (128, 128, 255)).max() <= 3        # background: facing the camera
+    assert np.abs(seen[sh // 2, sw // 2] - (128, 128, 255)).max() <= 3   # the box faces the camera: NormalBae lavender
+    assert np.abs(seen[1, sw // 2] - (128, 128, 255)).max() <= 3        # sky (depth at far): facing the camera
+    floor = seen[sh - 2, 2]
+    assert floor[1] > 240 and floor[2] > 128       # the floor: up, and a little toward a camera pitched down
 
 
 def test_a_normal_controlnet_the_server_lacks_is_refused_before_anything_is_sent(fake_editor, spawn_server):
@@ -181,7 +180,7 @@ def test_the_capture_exports_a_style_texture_asset_for_jobs_not_live_frames(fake
     view = camera_math.viewport_view((0.0, 0.0, 170.0), (-10.0, 0.0, 0.0), 90.0)
     settings = PluginSettings(style_image="/Game/Refs/T_Look.T_Look")
     cap = engine_capture.capture(ue, view, 16, 16, settings, temp_dir=str(tmp_path))
-    assert cap.style_image == reference and cap.normal_rgba is None
+    assert cap.style_image == reference and cap.normal_exr is None
     rig = {}
     live = engine_capture.capture(ue, view, 16, 16, settings, temp_dir=str(tmp_path), rig=rig)
     assert live.style_image is None                           # the server runs style references in jobs only
@@ -196,7 +195,7 @@ def test_the_capture_exports_a_style_texture_asset_for_jobs_not_live_frames(fake
     file_ref.write_bytes(reference)
     cap = engine_capture.capture(ue, view, 16, 16, PluginSettings(style_image=str(file_ref), normal_weight=0.5),
                                  temp_dir=str(tmp_path))
-    assert cap.style_image == reference and len(cap.normal_rgba) == 16 * 16 * 4
+    assert cap.style_image == reference and cap.normal_exr and len(cap.world_to_camera) == 9
     assert all(rt.released for rt in editor.render_targets)
 
 
