@@ -28,18 +28,37 @@ def depth_to_control(depth: np.ndarray, far: Optional[float] = None) -> np.ndarr
     z = np.asarray(depth, dtype=np.float32)
     if z.ndim != 2:
         raise ValueError(f"depth must be a 2-D buffer, got shape {z.shape}")
-    far_limit = DEFAULT_FAR if far is None else abs(float(far))
+    far_limit = _far_limit(far)
     values = _range_values(z, far_limit)
-    if values.size == 0:
-        finite = np.isfinite(z)
-        if (finite & (z > 0)).any() or not (finite & (z < 0)).any():
+    if values.size == 0:               # nothing in range as it is: camera-space -Z, or only background
+        distance = _as_distance(z)
+        if distance is z:
             return np.zeros(z.shape, dtype=np.float32)
-        z = -z
+        z = distance
         values = _range_values(z, far_limit)
     near_z, far_z = _linear_percentiles(values, ROBUST_PERCENTILES)
     if far_z - near_z <= 1e-6 * max(abs(far_z), 1e-12):
         return ((z > 0) & (z < far_limit)).astype(np.float32)
     return _inverse_depth(z, near_z, far_z)
+
+
+def geometry_mask(depth: np.ndarray, far: Optional[float] = None) -> np.ndarray:
+    """bool HxW: where the raw depth hit something (rules 1 and 2 above), for passes whose own background is
+    unreliable (Unreal's GBuffer writes a normal for the sky too)."""
+    z = _as_distance(np.asarray(depth, dtype=np.float32))
+    return (z > 0) & (z < _far_limit(far))      # NaN fails both
+
+
+def _far_limit(far: Optional[float]) -> float:
+    return DEFAULT_FAR if far is None else abs(float(far))
+
+
+def _as_distance(z: np.ndarray) -> np.ndarray:
+    """Rule 2: a buffer whose finite values are all negative (camera-space -Z) negated; else `z` itself."""
+    finite = np.isfinite(z)
+    if (finite & (z > 0)).any() or not (finite & (z < 0)).any():
+        return z
+    return -z
 
 
 def _range_values(z: np.ndarray, far_limit: float) -> np.ndarray:

@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .depth import DEFAULT_FAR
+from .depth import geometry_mask
 
 _FACING_CAMERA = np.array([0.0, 0.0, 1.0], np.float32)
 
@@ -56,18 +56,13 @@ def world_normals_to_camera(world: np.ndarray, world_to_camera: Sequence[float],
     (float32 HxWx3 in [0, 1], (n + 1) / 2), ready for camera_normals_to_bae.
 
     Background becomes the zero vector, as camera-space clients send it: where a normal is shorter than 0.5 (or not
-    finite), and, with the frame's raw depth, where that depth is background by depth.py's rule (not finite, <= 0,
-    or >= far, an all-negative buffer negated first; the sky writes a normal too in Unreal's GBuffer). depth.py
-    keeps that rule inside its normalization, so its test is repeated here."""
+    finite), and, with the frame's raw depth, where that depth is background by depth.py's rule (geometry_mask: the
+    sky writes a normal too in Unreal's GBuffer)."""
     m = np.asarray(world_to_camera, np.float32).reshape(3, 3)
     n = world.reshape(-1, 3) @ m.T                      # each row: (right . n, up . n, toward . n)
     length = np.linalg.norm(n, axis=1, keepdims=True)
     keep = np.isfinite(length) & (length >= 0.5)
     if depth is not None:
-        far_limit = DEFAULT_FAR if far is None else abs(float(far))
-        z = depth.reshape(-1, 1)
-        if not (z > 0).any() and (z < 0).any():        # depth.py's sign rule: an all-negative buffer is -Z
-            z = -z
-        keep &= (z > 0) & (z < far_limit)               # NaN fails both
+        keep &= geometry_mask(depth, far).reshape(-1, 1)
     n = np.where(keep, n / np.where(keep, length, 1.0), 0.0)
     return ((n + 1.0) * 0.5).reshape(world.shape).astype(np.float32)
