@@ -148,12 +148,7 @@ def test_the_world_normal_capture_feeds_a_normal_controlnet(fake_editor, library
     sent = job["inputs"]["normal"]                         # the engine's EXR of world normals, and the rotation
     assert sent["encoding"] == "exr" and len(sent["world_to_camera"]) == 9 and (sent["width"], sent["height"]) == \
         (64, 40)                                           # the 3:2 filmback
-    seen = np.asarray(Image.open(saved.parent / job["controls"]["normal"]).convert("RGB")).astype(int)
-    sh, sw = seen.shape[:2]
-    assert np.abs(seen[sh // 2, sw // 2] - (128, 128, 255)).max() <= 3   # the box faces the camera: NormalBae lavender
-    assert np.abs(seen[1, sw // 2] - (128, 128, 255)).max() <= 3        # sky (depth at far): facing the camera
-    floor = seen[sh - 2, 2]
-    assert floor[1] > 240 and floor[2] > 128       # the floor: up, and a little toward a camera pitched down
+    assert (saved.parent / job["controls"]["normal"]).is_file()   # its colours: test_unreal_normals.py
 
 
 def test_a_normal_controlnet_the_server_lacks_is_refused_before_anything_is_sent(fake_editor, spawn_server):

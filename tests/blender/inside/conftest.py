@@ -42,6 +42,19 @@ def cb(installed):
     return SimpleNamespace(**mods)
 
 
+def read_image(path):
+    """An 8-bit image file as int RGBA, top row first (Blender's pixels are bottom row first)."""
+    import bpy
+    import numpy as np
+    image = bpy.data.images.load(str(path))
+    try:
+        px = np.empty(image.size[0] * image.size[1] * 4, np.float32)
+        image.pixels.foreach_get(px)
+        return np.round(px.reshape(image.size[1], image.size[0], 4)[::-1] * 255).astype(int)
+    finally:
+        bpy.data.images.remove(image)
+
+
 def env_or_skip(name):
     value = os.environ.get(name)
     if not value:

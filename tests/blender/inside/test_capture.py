@@ -5,7 +5,7 @@ import pytest
 from bpy_extras.object_utils import world_to_camera_view
 from mathutils import Euler, Vector
 
-from conftest import cycles, emission_material, env_or_skip
+from conftest import cycles, emission_material, env_or_skip, read_image
 from exr_reader import depth_of, read_exr_bytes
 
 
@@ -99,17 +99,6 @@ def _turn_the_shot(scene, rotation, floor=None):
     bpy.context.view_layer.update()
 
 
-def _read_image(path):
-    """An 8-bit image file as int RGBA, top row first (Blender's pixels are bottom row first)."""
-    image = bpy.data.images.load(str(path))
-    try:
-        px = np.empty(image.size[0] * image.size[1] * 4, np.float32)
-        image.pixels.foreach_get(px)
-        return np.round(px.reshape(image.size[1], image.size[0], 4)[::-1] * 255).astype(int)
-    finally:
-        bpy.data.images.remove(image)
-
-
 def test_normals_go_as_the_world_space_exr_with_the_camera_rotation(cb, scene):
     turn = Euler((0.4, -0.3, 0.9), "XYZ")
     _turn_the_shot(scene, turn)
@@ -143,7 +132,7 @@ def test_the_server_paints_the_normal_pass_in_normalbae_colours(cb, scene, make_
                                     controlnets={"normal": protocol.ControlNetSettings(1.0, model="tiny-normalbae")})
     with protocol.Client(url) as client:
         result = client.run(settings, shot.attachments(), timeout=120)
-    seen = _read_image(Path(result.saved_path).with_suffix(".inputs") / "control-normal.png")
+    seen = read_image(Path(result.saved_path).with_suffix(".inputs") / "control-normal.png")
     h, w = seen.shape[:2]
     assert np.abs(seen[h // 2, w // 2, :3] - (128, 128, 255)).max() <= 2, seen[h // 2, w // 2]   # the face
     assert np.abs(seen[2, 2, :3] - (128, 128, 255)).max() <= 2, seen[2, 2]                        # background

@@ -9,7 +9,7 @@ import bpy
 import numpy as np
 import pytest
 
-from conftest import env_or_skip
+from conftest import env_or_skip, read_image
 
 
 class Recorder:
@@ -107,16 +107,6 @@ def test_the_panel_says_which_kinds_the_server_lacks(cb, scene, server_url):
         cb.properties.clear_capabilities(info)
 
 
-def read_png(path):
-    image = bpy.data.images.load(str(path))
-    try:
-        px = np.empty(image.size[0] * image.size[1] * 4, np.float32)
-        image.pixels.foreach_get(px)
-        return np.round(px.reshape(image.size[1], image.size[0], 4)[::-1] * 255).astype(int)
-    finally:
-        bpy.data.images.remove(image)
-
-
 def test_the_normal_controlnet_gets_the_normal_pass(cb, scene, use_server, wait_idle):
     use_server(env_or_skip("CONTROLBRIDGE_TEST_LIBRARY_SERVER_URL"))
     p = scene.controlbridge
@@ -130,7 +120,7 @@ def test_the_normal_controlnet_gets_the_normal_pass(cb, scene, use_server, wait_
     inputs = Path(info["saved_path"]).with_suffix(".inputs")
     # The Normal pass went in world space as exr (the server refuses one without the camera's rotation)
     assert [p.name for p in inputs.glob("normal.*")] == ["normal.exr"]
-    seen = read_png(inputs / "control-normal.png")
+    seen = read_image(inputs / "control-normal.png")
     sh, sw = seen.shape[:2]
     assert np.abs(seen[sh // 2, sw // 2, :3] - (128, 128, 255)).max() <= 3   # the cube's face: toward the camera
     assert np.abs(seen[2, 2, :3] - (128, 128, 255)).max() <= 3               # nothing there: facing the camera too
@@ -185,5 +175,5 @@ def test_a_style_reference_reaches_the_server_with_generate(cb, scene, use_serve
     assert st.phase == "finished", st.line
     info = cb.results.job_info(bpy.data.images[st.image_name])
     assert info["settings"]["style"] == {"weight": 0.75, "model": None, "image_encoder": None}
-    kept = read_png(next(Path(info["saved_path"]).with_suffix(".inputs").glob("style.*")))
+    kept = read_image(next(Path(info["saved_path"]).with_suffix(".inputs").glob("style.*")))
     assert kept.shape == (8, 16, 4) and tuple(kept[0, 0]) == (230, 51, 26, 255)     # the image's own pixels
