@@ -11,7 +11,6 @@ from controlbridge_protocol import JobSettings
 from ..imaging.canny import canny_edges
 from ..imaging.codecs import resize_map, resize_rgb
 from ..imaging.depth import depth_to_control
-from ..imaging.estimators import estimate
 from .models import LoadedModel
 from .pipelines import build_pipeline, new_scheduler
 from .previews import latent_preview
@@ -198,13 +197,12 @@ def with_estimated_maps(settings: JobSettings, inputs: JobInputs, resources: Job
 
     The one place estimators run, for jobs and live frames alike: on the color image at its own size (the detectors
     look at 512 on the short side whatever they get), before the crop and resize that every map then shares with
-    the color. Not for a ControlNet a sent (or routed) map feeds: that map wins."""
+    the color. Not for a ControlNet a sent (or routed) map feeds: that map wins. The estimators come loaded in
+    `resources` (the worker loads them with the job's other library components)."""
     maps = {}
     for name in active_controlnets(settings):
         if name in settings.estimate and name not in inputs.control_maps:
-            estimator = resources.estimators.get(name)
-            maps[name] = estimator(inputs.color) if estimator is not None else \
-                estimate(settings.estimate[name], inputs.color)
+            maps[name] = resources.estimators[name](inputs.color)
     if not maps:
         return inputs, maps
     return replace(inputs, control_maps={**inputs.control_maps, **maps}), maps

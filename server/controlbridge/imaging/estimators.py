@@ -126,7 +126,6 @@ class Estimator:
 
 
 _loaded: Dict[Tuple[str, str], Estimator] = {}     # (name, weights folder) -> loaded
-_latest: Dict[str, Estimator] = {}                 # name -> the one loaded last (for callers without roots)
 _lock = threading.RLock()
 
 
@@ -165,17 +164,7 @@ def load(name: str, roots: Iterable = (), device: Optional[str] = None,
                                            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
                                            f"replace {' and '.join(spec.files)} with {ANNOTATORS}' files") from e
             _loaded[key] = estimator
-        _latest[name] = estimator
         return estimator.to(device or estimator.device)
-
-
-def estimate(name: str, rgb: np.ndarray, roots: Iterable = (), device: Optional[str] = None) -> np.ndarray:
-    """float32 HxWx3 in [0, 1] at the input's size, from the estimator `name`: the one last loaded (the worker
-    loads a job's estimators from the server's model roots first), else loaded from `roots`."""
-    estimator = _latest.get(name)
-    if estimator is None or roots:
-        estimator = load(name, roots, device)
-    return estimator(rgb)
 
 
 def _controlnet_aux():
