@@ -38,7 +38,7 @@ def depth_to_control(depth: np.ndarray, far: Optional[float] = None) -> np.ndarr
         values = _range_values(z, far_limit)
     near_z, far_z = _linear_percentiles(values, ROBUST_PERCENTILES)
     if far_z - near_z <= 1e-6 * max(abs(far_z), 1e-12):
-        return ((z > 0) & (z < far_limit)).astype(np.float32)
+        return geometry_mask(z, far).astype(np.float32)
     return _inverse_depth(z, near_z, far_z)
 
 

@@ -27,7 +27,8 @@ from ..engine.style_reference import MAX_WEIGHT, STYLE_ATTACHMENT, STYLE_FAMILIE
 from ..engine.union import mode_problem
 from ..imaging.codecs import decode_control_map, decode_rgb, decode_scalar, decode_world_normals
 from ..imaging.estimators import ESTIMATORS, role_of, unavailable_reason
-from ..imaging.normals import camera_normals_to_bae, world_normals_to_camera, world_to_camera_problem
+from ..imaging.normals import (camera_normals_to_bae, camera_vectors_to_bae, world_normals_to_camera,
+                               world_to_camera_problem)
 from .config import Limits
 
 ATTACHMENT_NAMES = ("color", "depth", "canny", "normal", STYLE_ATTACHMENT)
@@ -266,7 +267,7 @@ def prepare_job(msg: Generate, client_id: str, offer: ServerOffer, live: bool = 
         else:
             inputs.control_maps[name] = decode_control_map(att)
     if "normal" in atts:     # after the depth, which tells world-space normals' background
-        inputs.control_maps["normal"] = camera_normals_to_bae(_camera_normals(atts["normal"], inputs))
+        inputs.control_maps["normal"] = _normal_map(atts["normal"], inputs)
     route(s, inputs)
 
     seed = s.seed if s.seed != RANDOM_SEED else secrets.randbelow(2**32)
@@ -293,13 +294,14 @@ def _check_world_normals(att: ImageAttachment) -> None:
         raise _fail(ErrorCode.OUT_OF_RANGE, f"attachment 'normal': world_to_camera {problem}")
 
 
-def _camera_normals(att: ImageAttachment, inputs: JobInputs):
-    """The DCC's normal pass as camera-space normals, (n + 1) / 2 in float32 HxWx3: as sent, or made from world-space
-    normals (exr) with the frame's raw depth, when sent, telling the background."""
+def _normal_map(att: ImageAttachment, inputs: JobInputs):
+    """The DCC's normal pass in NormalBae colours: camera-space normals as sent, or world-space normals (exr) turned
+    into camera space, the frame's raw depth, when sent, telling the background."""
     if att.world_to_camera is None:
-        return decode_control_map(att)
-    return world_normals_to_camera(decode_world_normals(att), att.world_to_camera, inputs.depth_raw,
-                                   inputs.depth_far)
+        return camera_normals_to_bae(decode_control_map(att))
+    camera = world_normals_to_camera(decode_world_normals(att), att.world_to_camera, inputs.depth_raw,
+                                     inputs.depth_far)
+    return camera_vectors_to_bae(camera)
 
 
 def crop_notice(job: Job) -> str:
