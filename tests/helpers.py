@@ -1,5 +1,6 @@
 """Inputs and checks the tests share."""
 import io
+import time
 
 import numpy as np
 from PIL import Image
@@ -24,3 +25,15 @@ def quick_settings(**changes) -> JobSettings:
 
 def decode_png(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def live_result(client, request_id: str, timeout: float = 120.0):
+    """The live_result answering `request_id`; any error, or none in time, fails the test."""
+    from controlbridge_protocol import JobError, LiveResult
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        event = client.next_event(timeout=0.5)
+        assert not isinstance(event, JobError), event
+        if isinstance(event, LiveResult) and event.request_id == request_id:
+            return event
+    raise AssertionError(f"no live_result for {request_id} within {timeout:.0f} s")

@@ -9,7 +9,7 @@ from PIL import Image
 
 from controlbridge_protocol import Client, ControlNetSettings, ErrorCode, ImageAttachment, JobFailed
 from controlbridge.server.outputs import read_job
-from helpers import blockout_images, decode_png, quick_settings
+from helpers import blockout_images, decode_png, live_result, quick_settings
 
 W, H = 64, 48
 KINDS = ("lineart", "softedge", "openpose", "tile")
@@ -165,7 +165,6 @@ def test_a_flux_union_controlnet_takes_its_mode_beside_a_plain_one(kinds_server)
 
 
 def test_live_frames_feed_each_controlnet_its_named_input(kinds_server):
-    from controlbridge_protocol import JobError, LiveResult
     live = quick_settings(steps=2, sampler="lcm", cfg=1.0, denoise=0.8, result_encoding="jpeg", controlnets={
         "tile": ControlNetSettings(0.6, model="tiny-tile"),
         "openpose": ControlNetSettings(1.0, model="tiny-openpose", input="pose")})
@@ -173,11 +172,5 @@ def test_live_frames_feed_each_controlnet_its_named_input(kinds_server):
     results = []
     with Client(kinds_server.url) as c:
         for pose in ([(255, 0, 0), (0, 0, 255)], [(0, 0, 255), (255, 0, 0)]):   # only the pose map changes
-            request = c.send_live_frame(live, [color, flat_map("pose", pose)])
-            while True:
-                event = c.next_event(timeout=60)
-                assert event is not None and not isinstance(event, JobError), event
-                if isinstance(event, LiveResult) and event.request_id == request:
-                    results.append(event.image.data)
-                    break
+            results.append(live_result(c, c.send_live_frame(live, [color, flat_map("pose", pose)])).image.data)
     assert results[0] != results[1]                 # the sent map reached the live engine's openpose ControlNet

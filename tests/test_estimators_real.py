@@ -22,7 +22,7 @@ from controlbridge_protocol import Client, ControlNetSettings, ErrorCode, JobFai
 from controlbridge.imaging.annotator_files import COMFY_CKPTS
 from controlbridge.imaging.estimators import ESTIMATORS
 from controlbridge.server.outputs import read_job
-from helpers import blockout_images, quick_settings
+from helpers import blockout_images, live_result, quick_settings
 
 W, H = 64, 48
 RUN_ZOE = os.environ.get("CONTROLBRIDGE_TEST_ZOE") == "1"
@@ -297,20 +297,13 @@ def test_weights_the_hub_cannot_give_fail_the_job_as_unavailable(make_server, tm
 
 
 def test_live_frames_run_their_estimator(runs, tiny_model, tmp_path):
-    from controlbridge_protocol import JobError, LiveResult
     server = start_server(tiny_model, runs.models, tmp_path / "outputs")
     frames = []
     try:
         with Client(server.url) as c:
             for name in ("lineart", "lineart_anime"):       # only the estimator changes
                 live = job(name, steps=2, sampler="lcm", cfg=1.0, denoise=0.8, result_encoding="jpeg")
-                request = c.send_live_frame(live, [runs.color])
-                while True:
-                    event = c.next_event(timeout=120)
-                    assert event is not None and not isinstance(event, JobError), event
-                    if isinstance(event, LiveResult) and event.request_id == request:
-                        frames.append(event.image.data)
-                        break
+                frames.append(live_result(c, c.send_live_frame(live, [runs.color])).image.data)
     finally:
         server.stop()
     assert frames[0] != frames[1]

@@ -4,6 +4,7 @@ image), a kind the server lacks is one clear message, and end to end the world-n
 server's normal ControlNet as the NormalBae colours it was trained on."""
 
 import io
+import math
 import shutil
 import time
 
@@ -129,7 +130,8 @@ def test_the_world_normal_capture_feeds_a_normal_controlnet(fake_editor, library
     editor, ue = fake_editor
     p = start_plugin(editor, ue, library_server, normal_weight=1.0, normal_model="tiny-normalbae")
     try:
-        editor.add_cine_camera(location=(0.0, 0.0, 160.0), rotation=(-8.0, 20.0, 0.0), sensor=(36.0, 24.0))
+        pitch = -8.0
+        editor.add_cine_camera(location=(0.0, 0.0, 160.0), rotation=(pitch, 20.0, 0.0), sensor=(36.0, 24.0))
         plugin.generate_from_cine_camera()
         sources = [c["source"] for c in editor.captures]
         assert sources[-2:] == [ue.SceneCaptureSource.SCS_SCENE_DEPTH, ue.SceneCaptureSource.SCS_NORMAL]
@@ -148,7 +150,15 @@ def test_the_world_normal_capture_feeds_a_normal_controlnet(fake_editor, library
     sent = job["inputs"]["normal"]                         # the engine's EXR of world normals, and the rotation
     assert sent["encoding"] == "exr" and len(sent["world_to_camera"]) == 9 and (sent["width"], sent["height"]) == \
         (64, 40)                                           # the 3:2 filmback
-    assert (saved.parent / job["controls"]["normal"]).is_file()   # its colours: test_unreal_normals.py
+    seen = np.asarray(Image.open(saved.parent / job["controls"]["normal"]).convert("RGB")).astype(int)
+    h, w = seen.shape[:2]
+    lavender = (128, 128, 255)                                  # NormalBae: facing the camera
+    assert np.abs(seen[h // 2, w // 2] - lavender).max() <= 1            # the box's front
+    assert np.abs(seen[2, w // 2] - lavender).max() <= 1                  # sky: background by depth, not its normal
+    # the floor faces world up; the camera is pitched down 8 degrees, so it is up and a little toward the camera
+    floor = (128, round((math.cos(math.radians(pitch)) + 1) * 127.5), round((math.sin(-math.radians(pitch)) + 1)
+                                                                           * 127.5))
+    assert np.abs(seen[h - 2, 2] - floor).max() <= 1
 
 
 def test_a_normal_controlnet_the_server_lacks_is_refused_before_anything_is_sent(fake_editor, spawn_server):
