@@ -224,7 +224,7 @@ class Worker:
     def _submit(self, cmd: _Submit) -> None:
         try:
             client = self._ensure_client(cmd.url, cmd.token)
-            caps = getattr(self._welcome, "capabilities", None)
+            caps = self.capabilities
             settings = control_offer.fill_estimators(cmd.settings, caps)
             problem = check_against_capabilities(settings, caps)
             if problem:
@@ -243,7 +243,7 @@ class Worker:
         try:
             client = self._ensure_client(cmd.url, cmd.token)
             # cmd.request is a live.LiveRequest: the preset needs this server's samplers and decoders
-            caps = getattr(self._welcome, "capabilities", None)
+            caps = self.capabilities
             settings = control_offer.fill_estimators(cmd.request.resolve(caps), caps)
             problem = check_against_capabilities(settings, caps)
             if problem:
