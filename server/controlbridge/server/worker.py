@@ -29,6 +29,9 @@ from .outputs import result_png, save_job
 from .scheduler import FairScheduler
 
 log = logging.getLogger("controlbridge.worker")
+# A library component that cannot load here (its file missing, corrupt or unsuitable): the job, frame or warm-up
+# fails with `unavailable` and the component's own message, never as an internal error.
+COMPONENT_UNAVAILABLE = (EstimatorUnavailable, StyleUnavailable, UpscalerUnavailable)
 Emit = Callable[[str, object], None]
 
 
@@ -108,7 +111,7 @@ class DeviceWorker:
             log_job(job, settings, started, "cancelled")
             self.emit(job.client_id, Cancelled(job.id))
             return None
-        except (EstimatorUnavailable, StyleUnavailable, UpscalerUnavailable) as e:
+        except COMPONENT_UNAVAILABLE as e:
             log_job(job, settings, started, f"error {ErrorCode.UNAVAILABLE}")
             self.emit(job.client_id, JobError(ErrorCode.UNAVAILABLE, str(e), job.id, job.request_id))
             return None
@@ -190,7 +193,7 @@ class DeviceWorker:
         except JobCancelled:
             self.emit(job.client_id, LiveSkipped(job.request_id, "stopped"))
             return
-        except (EstimatorUnavailable, UpscalerUnavailable) as e:
+        except COMPONENT_UNAVAILABLE as e:
             self.emit(job.client_id, JobError(ErrorCode.UNAVAILABLE, str(e), job.id, job.request_id))
             return
         except Exception as e:  # noqa: BLE001
@@ -208,7 +211,7 @@ class DeviceWorker:
             model = self.models.get(job.settings.model, lambda text: None)
             size, seconds = self.live.warm_up(model, job.settings, *job.warm_up,
                                               self.resources(model, job.settings, lambda text: None))
-        except (EstimatorUnavailable, UpscalerUnavailable) as e:
+        except COMPONENT_UNAVAILABLE as e:
             self.emit(job.client_id, JobError(ErrorCode.UNAVAILABLE, str(e), job.id, job.request_id))
             return
         except Exception as e:  # noqa: BLE001
