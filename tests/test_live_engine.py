@@ -74,6 +74,21 @@ def test_live_pixels_with_resizing_stay_within_a_few_levels_of_one_shot(model, o
     assert set(live.timings) == {"prepare", "model", "output"} and live.timings["model"] > 0
 
 
+@pytest.mark.parametrize("size, working", [((512, 512), (128, 128)), ((1920, 1080), (680, 384))])
+def test_live_frames_shrink_with_an_area_filter(size, working):
+    # What the model sees of a live frame: fine detail averages to its mean (no aliasing, as a point or
+    # bilinear sample would give), and a smooth image keeps its values, at integer and fractional factors.
+    import cv2
+    from controlbridge.imaging.codecs import resize_rgb
+    (w, h), (ww, wh) = size, working
+    checker = ((np.indices((h, w)).sum(axis=0) % 2) * 255).astype(np.uint8)
+    shrunk = resize_rgb(np.repeat(checker[:, :, None], 3, axis=2), ww, wh, fast=True)
+    assert shrunk.shape == (wh, ww, 3) and np.abs(shrunk.astype(int) - 127.5).max() <= 1.5
+    ramp = np.broadcast_to(np.linspace(0, 255, w)[None, :, None], (h, w, 3)).round().astype(np.uint8)
+    area = cv2.resize(ramp, (ww, wh), interpolation=cv2.INTER_AREA).astype(int)
+    assert np.abs(resize_rgb(ramp, ww, wh, fast=True).astype(int) - area).max() <= 1
+
+
 def test_precision_survives_the_live_path_and_its_fused_loras(tmp_path):
     model = load_model(ModelSpec("tiny", dtype="bf16"), log=lambda m: None)
     lora = JobResources(loras=[(str(write_lora(model, tmp_path / "a.safetensors")), 0.8)])

@@ -193,8 +193,14 @@ def resize_rgb(rgb: np.ndarray, width: int, height: int, fast: bool = False) -> 
         return rgb
     if fast:
         import cv2
-        shrink = width < rgb.shape[1]
-        return cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+        if width >= rgb.shape[1]:
+            return cv2.resize(rgb, (width, height), interpolation=cv2.INTER_CUBIC)
+        # Area filtering, halving first while at least twice too large: OpenCV's 2:1 area path is vectorized, its
+        # general one is not (512->128: 0.36 -> 0.20 ms; 1920x1080 -> 680x384: 4.3 -> 2.2 ms here).
+        while rgb.shape[1] >= 2 * width and rgb.shape[0] >= 2 * height:
+            rgb = cv2.resize(rgb, (rgb.shape[1] // 2, rgb.shape[0] // 2), interpolation=cv2.INTER_AREA)
+        return cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA) if rgb.shape[:2] != (height, width) \
+            else rgb
     return np.asarray(Image.fromarray(rgb).resize((width, height), Image.LANCZOS))
 
 
