@@ -123,9 +123,17 @@ def _to_tensor(a: np.ndarray, device: str) -> torch.Tensor:
     uint8 crosses to a GPU as is (a quarter of the bytes) and is scaled there. On the CPU numpy scales it, as
     diffusers scales a PIL image: a torch op would first wake torch's sleeping worker threads (~0.1 ms a call)."""
     if a.dtype == np.uint8 and device == "cpu":
-        a = a.astype(np.float32) / np.float32(255.0)
-    t = torch.from_numpy(np.ascontiguousarray(a)).to(device).permute(2, 0, 1)[None]
+        a = a.astype(np.float32)
+        a /= np.float32(255.0)          # in place: one new buffer, not two
+    t = _host_tensor(a).to(device).permute(2, 0, 1)[None]
     return t.float() / 255.0 if t.dtype == torch.uint8 else t.float()
+
+
+def _host_tensor(a: np.ndarray) -> torch.Tensor:
+    """A contiguous host array as a tensor over its memory; a read-only one (raw depth lies over the received
+    bytes) is copied, as torch tensors are writable."""
+    a = np.ascontiguousarray(a)
+    return torch.from_numpy(a if a.flags.writeable else a.copy())
 
 
 def _resize(t: torch.Tensor, width: int, height: int) -> torch.Tensor:
@@ -146,16 +154,16 @@ def _prepare_on_device(model: LoadedModel, settings: JobSettings, inputs: JobInp
     device = model.device
     pinned = device.startswith("cuda")
     # uint8 crosses to the device (a quarter of float32's bytes); the crop is a view, copied on the way.
-    upload = torch.from_numpy(np.ascontiguousarray(inputs.color[y0:y1, x0:x1]))
+    upload = _host_tensor(inputs.color[y0:y1, x0:x1])
     color_u8 = (upload.pin_memory() if pinned else upload).to(device, non_blocking=pinned)
     color = _resize(color_u8.permute(2, 0, 1)[None].float() / 255.0, work_w, work_h)
     maps = {}
     for name in active_controlnets(settings):
         if name in inputs.control_maps:
-            ready = torch.from_numpy(np.ascontiguousarray(inputs.control_maps[name][y0:y1, x0:x1])).to(device)
+            ready = _host_tensor(inputs.control_maps[name][y0:y1, x0:x1]).to(device)
             maps[name] = _resize(ready.permute(2, 0, 1)[None].float(), work_w, work_h)
         elif name == "depth" and inputs.depth_raw is not None:
-            raw = torch.from_numpy(np.ascontiguousarray(inputs.depth_raw[y0:y1, x0:x1])).to(device)
+            raw = _host_tensor(inputs.depth_raw[y0:y1, x0:x1]).to(device)
             depth = depth_to_control_torch(raw, inputs.depth_far)     # at full resolution, as on the host
             maps[name] = _resize(depth[None, None], work_w, work_h).clamp(0.0, 1.0).expand(1, 3, work_h, work_w)
         elif name == "canny":
