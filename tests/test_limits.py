@@ -228,3 +228,13 @@ def test_a_busy_port_is_one_clear_line_before_any_model_loads(capsys):   # item 
 def test_demo_folder_is_ignored_by_git():                                  # item 21
     from pathlib import Path
     assert "controlbridge-demo/" in (Path(__file__).resolve().parents[1] / ".gitignore").read_text().splitlines()
+
+
+def test_the_input_budget_books_what_a_job_holds(server):
+    # The bytes received, plus each decoded copy: the colour becomes RGB, raw depth is read in place over its
+    # received bytes (not booked twice).
+    from controlbridge.server.budget import job_input_bytes
+    from controlbridge.server.jobs import prepare_job
+    images = blockout_images(64, 32)
+    job = prepare_job(Generate("r1", quick_settings(), images), "client", server.server.transport.offer)
+    assert job_input_bytes(job) == 64 * 32 * 4 + 64 * 32 * 4 + 64 * 32 * 3

@@ -11,10 +11,13 @@ import numpy as np
 
 
 def job_input_bytes(job) -> int:
-    """What a job holds in memory: the attachments as received and their decoded arrays."""
+    """What a job holds in memory: the attachments as received and their decoded arrays (not those read in
+    place over the received bytes, as raw depth is)."""
+    received = [np.frombuffer(att.data, np.uint8) for att in job.attachments.values() if len(att.data)]
     arrays = [job.inputs.color, job.inputs.depth_raw, *job.inputs.control_maps.values()]
     return (sum(len(att.data) for att in job.attachments.values())
-            + sum(a.nbytes for a in arrays if isinstance(a, np.ndarray)))
+            + sum(a.nbytes for a in arrays if isinstance(a, np.ndarray)
+                  and not any(np.may_share_memory(a, r) for r in received)))
 
 
 class InputBudget:
