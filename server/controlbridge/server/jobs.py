@@ -225,9 +225,11 @@ def frame_key(msg: Generate) -> tuple:
             tuple((json.dumps(att.descriptor(), sort_keys=True), bytes(att.data)) for att in msg.images))
 
 
-def prepare_job(msg: Generate, client_id: str, offer: ServerOffer, live: bool = False) -> Job:
-    """Check a generate request and decode its images; raises ProtocolError on anything wrong."""
-    received = time.perf_counter()
+def prepare_job(msg: Generate, client_id: str, offer: ServerOffer, live: bool = False,
+                received_at: Optional[float] = None) -> Job:
+    """Check a generate request and decode its images; raises ProtocolError on anything wrong.
+    `received_at`: when its message was read (perf_counter), where the job's timings start; default now."""
+    started = time.perf_counter()
     s = msg.settings
     check_settings(s, offer)
     if live:
@@ -272,8 +274,9 @@ def prepare_job(msg: Generate, client_id: str, offer: ServerOffer, live: bool = 
 
     seed = s.seed if s.seed != RANDOM_SEED else secrets.randbelow(2**32)
     return Job(id=uuid.uuid4().hex[:10], client_id=client_id, request_id=msg.request_id,
-               settings=s.replace(seed=seed), inputs=inputs, attachments=atts, live=live, received_at=received,
-               decode_ms=(time.perf_counter() - received) * 1000)
+               settings=s.replace(seed=seed), inputs=inputs, attachments=atts, live=live,
+               received_at=started if received_at is None else received_at,
+               decode_ms=(time.perf_counter() - started) * 1000)
 
 
 def _check_world_normals(att: ImageAttachment) -> None:

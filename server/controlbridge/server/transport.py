@@ -14,6 +14,7 @@ import hmac
 import logging
 import re
 import secrets
+import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
@@ -147,13 +148,14 @@ class WebsocketTransport:
                     frame = await asyncio.wait_for(ws.recv(), None if deadline is None
                                                    else max(0.0, deadline - self.loop.time()))
                     items = reader.feed(frame)
+                    read_at = time.perf_counter()      # a job's timings start here: its message is read
                 except asyncio.TimeoutError:
                     log.warning("client %s: announced attachments overdue, dropped", conn.client_name or conn.id)
                     items = reader.give_up_waiting(f"within {limits.attachment_deadline_s} s")
                     deadline = None
                 for item in items:
                     try:
-                        await self._dispatch(conn, item)
+                        await self._dispatch(conn, item, read_at)
                     except Exception as e:  # noqa: BLE001 - a bug in one request must not drop the client
                         log.exception("request from %s failed", conn.client_name or conn.id)
                         self._send(conn, JobError(ErrorCode.INTERNAL, f"the server failed on this request: {e}",
@@ -240,7 +242,7 @@ class WebsocketTransport:
         if conn is not None:
             self._send(conn, message)
 
-    async def _dispatch(self, conn: Connection, item) -> None:
+    async def _dispatch(self, conn: Connection, item, read_at: float) -> None:
         if isinstance(item, ProtocolError):
             self._send(conn, JobError(item.code, item.message, None, item.request_id))
         elif isinstance(item, Hello):
@@ -248,13 +250,13 @@ class WebsocketTransport:
         elif not conn.greeted:
             self._send(conn, JobError(ErrorCode.NOT_READY, "say hello first: the first message must be 'hello'"))
         elif isinstance(item, LiveFrame):          # a Generate subclass: test it first
-            await self._live_frame(conn, item)
+            await self._live_frame(conn, item, read_at)
         elif isinstance(item, LiveStart):
             self._live_start(conn, item)
         elif isinstance(item, LiveStop):
             self._live_stop(conn)
         elif isinstance(item, Generate):
-            await self._generate(conn, item)
+            await self._generate(conn, item, read_at)
         elif isinstance(item, Cancel):
             self._cancel(conn, item)
         elif isinstance(item, Ping):
@@ -277,7 +279,7 @@ class WebsocketTransport:
         log.info("client %s connected: %s", conn.id, hello.client or "(unnamed)")
         self._send(conn, self.welcome())
 
-    async def _generate(self, conn: Connection, msg: Generate) -> None:
+    async def _generate(self, conn: Connection, msg: Generate, read_at: float) -> None:
         if self._refuse_while_stopping(conn, msg):
             return
         if self.scheduler.queued_for(conn.id) >= self.offer.limits.max_queued_per_client:
@@ -289,7 +291,7 @@ class WebsocketTransport:
             return
         try:
             # Decoding images takes milliseconds: off the loop, so other clients are not held up.
-            job = await asyncio.to_thread(prepare_job, msg, conn.id, self.offer)
+            job = await asyncio.to_thread(prepare_job, msg, conn.id, self.offer, received_at=read_at)
         except ProtocolError as e:
             self._send(conn, JobError(e.code, e.message, None, msg.request_id))
             return
@@ -325,7 +327,7 @@ class WebsocketTransport:
                 f"{nbytes / 2**20:.1f} MiB more and the limit is {self.budget.limit / 2**20:.0f} MiB; "
                 f"try again when some jobs have finished")
 
-    async def _live_frame(self, conn: Connection, msg: LiveFrame) -> None:
+    async def _live_frame(self, conn: Connection, msg: LiveFrame, read_at: float) -> None:
         if self._refuse_while_stopping(conn, msg):
             return
         if msg.settings.seed == RANDOM_SEED:
@@ -337,7 +339,7 @@ class WebsocketTransport:
             self._send(conn, LiveSkipped(msg.request_id, "unchanged"))
             return
         try:
-            job = await asyncio.to_thread(prepare_job, msg, conn.id, self.offer, True)
+            job = await asyncio.to_thread(prepare_job, msg, conn.id, self.offer, True, received_at=read_at)
         except ProtocolError as e:
             self._send(conn, JobError(e.code, e.message, None, msg.request_id))
             return
