@@ -3,7 +3,6 @@
 `prepare_job` is where every setting and attachment of a `generate` message is checked against what the
 server offers; each failure is a ProtocolError with a specific code and a message a person can act on.
 """
-import json
 import math
 import secrets
 import threading
@@ -219,10 +218,10 @@ def prepare_warm_up(msg: LiveStart, client_id: str, offer: ServerOffer, seed: in
 
 def frame_key(msg: Generate) -> tuple:
     """A live frame's settings and pixels, compared with `==` to the previous frame's so an unchanged frame is not
-    rendered again. Holding the bytes (which the job holds anyway) and comparing them costs far less than
-    hashing them (memcmp against ~2 ms of blake2b for a 512x512 frame), and equal keys mean equal frames."""
-    return (json.dumps(msg.settings.to_dict(), sort_keys=True),
-            tuple((json.dumps(att.descriptor(), sort_keys=True), bytes(att.data)) for att in msg.images))
+    rendered again. The dataclasses compare field by field, the attachments' bytes included: holding the bytes
+    (which the job holds anyway) and comparing them costs far less than hashing them (memcmp against ~2 ms of
+    blake2b for a 512x512 frame), and far less than serializing the settings (~0.1 ms a frame)."""
+    return msg.settings, tuple(msg.images)
 
 
 def prepare_job(msg: Generate, client_id: str, offer: ServerOffer, live: bool = False,
