@@ -166,3 +166,20 @@ def test_live_start_warms_the_session_up_before_its_first_frame(server):
         tiny = c.start_live(settings, 4, 4)
         error = collect(c, lambda e, _: isinstance(e, JobError) and e.request_id == tiny)[-1]
         assert "too small" in error.message
+
+
+def test_a_bad_or_oversized_live_frame_is_refused_and_the_next_one_renders(make_server):
+    from controlbridge.server.config import Limits
+    from controlbridge_protocol import ErrorCode, ImageAttachment, JobError
+    server = make_server(limits=Limits(max_queued_input_bytes=200_000))    # a 96x64 frame, not a 256x256 one
+    with Client(server.url) as c:
+        color, depth = frames(1)[0]
+        short_depth = ImageAttachment.raw_depth("depth", 96, 64, depth.data[:-4])
+        bad = c.send_live_frame(LIVE, [color, short_depth])
+        error = collect(c, lambda e, _: isinstance(e, JobError))[-1]
+        assert (error.request_id, error.code) == (bad, ErrorCode.BAD_IMAGE) and "depth" in error.message
+        big = c.send_live_frame(LIVE, blockout_images(256, 256))
+        full = collect(c, lambda e, _: isinstance(e, JobError))[-1]
+        assert (full.request_id, full.code) == (big, ErrorCode.LIMIT_EXCEEDED) and "MiB" in full.message
+        good = c.send_live_frame(LIVE, [color, depth])
+        assert collect(c, lambda e, _: isinstance(e, LiveResult))[-1].request_id == good

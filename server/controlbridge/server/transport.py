@@ -297,7 +297,7 @@ class WebsocketTransport:
             return
         if conn.id not in self.connections or conn.closing:
             return
-        if not self._reserve(conn, msg, job):
+        if not self._reserve(job, lambda message: self._send(conn, message)):
             return
         position = self.scheduler.submit(job)
         # before the worker can report progress
@@ -315,11 +315,12 @@ class WebsocketTransport:
         self._send(conn, JobError(ErrorCode.LIMIT_EXCEEDED, self._budget_full(nbytes), None, msg.request_id))
         return False
 
-    def _reserve(self, conn: Connection, msg: Generate, job) -> bool:
+    def _reserve(self, job, reply: Callable[[object], None]) -> bool:
+        """Book a decoded job's bytes, or `reply` that the server is full. Thread-safe."""
         nbytes = job_input_bytes(job)
         if self.budget.reserve(job, nbytes):
             return True
-        self._send(conn, JobError(ErrorCode.LIMIT_EXCEEDED, self._budget_full(nbytes), None, msg.request_id))
+        reply(JobError(ErrorCode.LIMIT_EXCEEDED, self._budget_full(nbytes), None, job.request_id))
         return False
 
     def _budget_full(self, nbytes: int) -> str:
@@ -338,19 +339,25 @@ class WebsocketTransport:
         if key == conn.live_key:
             self._send(conn, LiveSkipped(msg.request_id, "unchanged"))
             return
+        await asyncio.to_thread(self._queue_live_frame, conn, msg, key, read_at)
+
+    def _queue_live_frame(self, conn: Connection, msg: LiveFrame, key: tuple, read_at: float) -> None:
+        """On a decoding thread: check and decode a frame, book its bytes and queue it, replying through `emit`.
+        The device takes the frame from here, not after a hop back to the loop (~0.1 ms a frame). This
+        connection's next message waits for it on the loop, so its frames still queue in order."""
+        def reply(message):
+            self.emit(conn.id, message)
         try:
-            job = await asyncio.to_thread(prepare_job, msg, conn.id, self.offer, True, received_at=read_at)
+            job = prepare_job(msg, conn.id, self.offer, True, received_at=read_at)
         except ProtocolError as e:
-            self._send(conn, JobError(e.code, e.message, None, msg.request_id))
+            reply(JobError(e.code, e.message, None, msg.request_id))
             return
-        if conn.id not in self.connections or conn.closing:
-            return
-        if not self._reserve(conn, msg, job):
+        if conn.id not in self.connections or conn.closing or not self._reserve(job, reply):
             return
         conn.live_key = key
         _, superseded = self.scheduler.submit_live(job)
         if superseded is not None:
-            self._send(conn, LiveSkipped(superseded.request_id, "superseded"))
+            reply(LiveSkipped(superseded.request_id, "superseded"))
 
     def _live_start(self, conn: Connection, msg: LiveStart) -> None:
         if self._refuse_while_stopping(conn, msg):
