@@ -49,6 +49,7 @@ class LoadedModel:
     named: Dict[str, object] = field(default_factory=dict)   # library ControlNets / VAEs loaded for jobs, by name
     loras: LoraState = field(default_factory=LoraState)     # the LoRAs now in the shared UNet / text encoder
     pipelines: "PipelineCache" = field(default_factory=lambda: _pipeline_cache())   # built once, reused by jobs
+    controlnet_streams: bool = False  # CUDA: ControlNets after the first on streams of their own (acceleration)
 
     def describe(self) -> dict:
         return {"name": self.name, "family": self.family, "native_resolution": self.native_resolution}

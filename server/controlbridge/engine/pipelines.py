@@ -29,21 +29,55 @@ class SkippingMultiControlNet(MultiControlNetModel):
     then exactly zero, so leaving it out gives the same pixels for a fraction of the cost. Used for one
     ControlNet too, so the skip applies everywhere. When no ControlNet contributes, the UNet runs without
     residuals, which is what zero residuals mean.
+
+    `side_streams` (a CUDA model's `controlnet_streams`, `serve --controlnet-streams`): each ControlNet after the
+    first runs on a CUDA stream of its own, so the small kernels of two ControlNets at batch 1 may overlap on
+    the GPU. Off by default: whether it pays is what benchmarks/speed.py's "ControlNets on streams" path on row
+    b measures, and no GPU has run it yet. On a CPU tensor it runs them one after the other.
     """
 
+    def __init__(self, controlnets, side_streams: bool = False):
+        super().__init__(controlnets)
+        self.side_streams = side_streams
+        self._streams: Dict[tuple, "torch.cuda.Stream"] = {}
+
     def forward(self, sample, timestep, encoder_hidden_states, controlnet_cond, conditioning_scale, **kwargs):
-        down, mid = None, None
-        for image, scale, net in zip(controlnet_cond, conditioning_scale, self.nets):
-            if not torch.as_tensor(scale).any():     # a float, or one scale per batch item (stream batch)
-                continue
-            d, m = net(sample=sample, timestep=timestep, encoder_hidden_states=encoder_hidden_states,
+        def run(image, scale, net):
+            return net(sample=sample, timestep=timestep, encoder_hidden_states=encoder_hidden_states,
                        controlnet_cond=image, conditioning_scale=scale, **kwargs)
+
+        active = [(image, scale, net) for image, scale, net in zip(controlnet_cond, conditioning_scale, self.nets)
+                  if torch.as_tensor(scale).any()]     # a float, or one scale per batch item (stream batch)
+        if self.side_streams and len(active) > 1 and sample.is_cuda:
+            outputs = self._on_side_streams(active, run, sample.device)
+        else:
+            outputs = [run(*item) for item in active]
+        down, mid = None, None
+        for d, m in outputs:
             if down is None:
                 down, mid = list(d), m
             else:
                 down = [a + b for a, b in zip(down, d)]
                 mid = mid + m
         return down, mid
+
+    def _on_side_streams(self, active, run, device) -> list:
+        """The first ControlNet on the current stream, each other one on its own, joined before the sums."""
+        main = torch.cuda.current_stream(device)
+        outputs, side = [], []
+        for i, item in enumerate(active[1:], start=1):
+            stream = self._streams.setdefault((str(device), i), torch.cuda.Stream(device))
+            stream.wait_stream(main)               # its inputs were written on the main stream
+            with torch.cuda.stream(stream):
+                outputs.append(run(*item))
+            side.append(stream)
+        outputs.insert(0, run(*active[0]))         # meanwhile, on the main stream
+        for stream in side:
+            main.wait_stream(stream)               # the sums read what the side streams wrote
+        for d, m in outputs[1:]:
+            for t in (*d, m):
+                t.record_stream(main)              # made on a side stream, used and freed on the main one
+        return outputs
 
 
 class PipelineCache:
@@ -92,7 +126,7 @@ def build_pipeline(model: LoadedModel, scheduler, vae, controlnets: List[torch.n
         if model.family == "flux":
             parts["controlnet"] = controlnets[0] if len(controlnets) == 1 else controlnets
         else:
-            parts["controlnet"] = SkippingMultiControlNet(controlnets)
+            parts["controlnet"] = SkippingMultiControlNet(controlnets, side_streams=model.controlnet_streams)
     pipe = cls(**parts)
     pipe.set_progress_bar_config(disable=True)
     return pipe
