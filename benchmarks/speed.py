@@ -10,7 +10,7 @@
 Rows (a, b, t, c: the stock pipeline and our engine; server-X: row X through the whole server):
   a         SD1.5 512x512 + depth ControlNet, 8 steps x denoise 0.5 = 4 run, CFG 1, TAESD decode (live)
   b         the same with depth + canny ControlNets (the issue's live target row); ours twice: the ControlNets
-            one after the other, and on CUDA streams of their own (`serve --controlnet-streams`; row t too)
+            one after the other, then side by side (`serve --parallel-controlnets streams|batched`; row t too)
   t         turbo-style: b at 2 steps x 0.5 = 1 run step
   s         stream batch: b with the ddim sampler and settings.stream_batch, the 4 run steps of 4 consecutive
             frames in one batched call (each frame shown 3 frames late); its stock path runs DDIM too
@@ -188,15 +188,15 @@ class StockPath:
 
 class EnginePath:
     """ControlBridge's engine on its own copy: the LiveEngine when it exists, else engine.generate.
-    `controlnet_streams`: with the model's ControlNets on CUDA streams of their own during its calls (the
-    switch `serve --controlnet-streams` sets for good); on a CPU they still run one after the other."""
+    `parallel`: the model's ControlNets side by side ("streams" or "batched") during its calls, as
+    `serve --parallel-controlnets` sets for good."""
 
-    def __init__(self, model, row: Row, scene: Scene, raw: bool, controlnet_streams: bool = False):
+    def __init__(self, model, row: Row, scene: Scene, raw: bool, parallel: str = ""):
         engine_class = live_engine_class()
         self.model, self.settings = model, job_settings(row)
         self.job_inputs = scene.job_inputs(row.controlnets, raw)
         self.inputs = "raw, preprocessing timed" if raw else "ready maps"
-        self.controlnet_streams = controlnet_streams
+        self.parallel = parallel
         if engine_class is not None:
             engine = engine_class()
             self.label = "ours: LiveEngine"
@@ -206,15 +206,16 @@ class EnginePath:
             from controlbridge.engine.generate import generate
             self.label = "ours: engine.generate"
             self.render = lambda: generate(self.model, self.settings, self.job_inputs)
-        if controlnet_streams:
-            self.label += ", ControlNets on streams" + ("" if model.device.startswith("cuda") else " (CPU: one by one)")
+        if parallel:
+            cpu = parallel == "streams" and not model.device.startswith("cuda")
+            self.label += f", ControlNets {parallel}" + (" (CPU: one by one)" if cpu else "")
 
     def __call__(self):
-        self.model.controlnet_streams = self.controlnet_streams     # a pipeline of its own under each setting
+        self.model.parallel_controlnets = self.parallel     # a pipeline of its own under each setting
         try:
             return self.render().image
         finally:
-            self.model.controlnet_streams = False
+            self.model.parallel_controlnets = ""
 
     def dtypes(self):
         return model_dtypes(self.model)
@@ -347,15 +348,23 @@ def run_group(name, row: Row, want: set, models: Models, args, rate, report, res
         paths.append(StockPath(stock_model, row, scene, raw))
     if "engine" in want:
         paths.append(EnginePath(ours_model, row, scene, raw))
-        if len(row.controlnets) > 1 and not row.stream_batch:     # issue 9: do the ControlNets gain from streams?
-            paths.append(EnginePath(ours_model, row, scene, raw, controlnet_streams=True))
+        if len(row.controlnets) > 1 and not row.stream_batch:     # issue 9: does running them side by side pay?
+            paths += [EnginePath(ours_model, row, scene, raw, parallel) for parallel in ("streams", "batched")]
     if "server" in want:
         paths.append(ServerPath(ours_model, row, size))
     try:
         flops = count_flops(paths[0]) if isinstance(paths[0], StockPath) else float("nan")
-        for path in paths:
-            for _ in range(args.warmup):
-                timed(path, args.device)
+        for path in list(paths):
+            try:
+                for _ in range(args.warmup):
+                    timed(path, args.device)
+            except Exception as e:  # noqa: BLE001 - an experimental path must not cost the row its other paths
+                if not getattr(path, "parallel", ""):
+                    raise
+                paths.remove(path)
+                report.append(f"- row {name}: path '{path.label}' failed in its warm-up and was left out: "
+                              f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}")
+                print(report[-1], flush=True)
         records = {id(p): [] for p in paths}
         start = time.perf_counter()
         for i in range(args.iters):

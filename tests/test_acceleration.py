@@ -36,39 +36,54 @@ def test_cuda_graphs_on_a_cpu_model_say_they_need_cuda_before_anything_changes()
 
 def test_controlnet_streams_on_a_cpu_model_say_they_need_cuda():
     model = load_model(ModelSpec("tiny"), log=lambda m: None)
-    with pytest.raises(ValueError, match="--controlnet-streams needs a CUDA device; this model runs on cpu"):
-        accelerate(model, log=lambda m: None, controlnet_streams=True)
-    assert not model.controlnet_streams
+    with pytest.raises(ValueError, match="--parallel-controlnets streams needs a CUDA device; this model runs on cpu"):
+        accelerate(model, log=lambda m: None, parallel_controlnets="streams")
+    with pytest.raises(ValueError, match="--parallel-controlnets is streams, batched, not 'both'"):
+        accelerate(model, log=lambda m: None, parallel_controlnets="both")
+    assert model.parallel_controlnets == ""
 
 
-def _two_controlnet_job(model):
+def _two_controlnet_job(model, **changes):
     from controlbridge.demo_scene import render_blockout
     rgba, depth = render_blockout(128, 128)
-    return generate(model, quick_settings(steps=3, cfg=1.0, denoise=0.7), JobInputs(rgba[:, :, :3].copy(), depth))
+    settings = quick_settings(steps=3, cfg=2.0, denoise=0.7, **changes)
+    return generate(model, settings, JobInputs(rgba[:, :, :3].copy(), depth)).image
 
 
-def test_controlnet_streams_keep_the_pixels_and_get_their_own_pipeline(tiny_model):
-    # On a CPU the ControlNets then run one after the other: what is checked here is that the switch builds its
-    # own pipeline and changes nothing else. The overlap itself needs CUDA (the test below, and speed.py row b).
-    reference = _two_controlnet_job(tiny_model).image
-    tiny_model.controlnet_streams = True
+@pytest.mark.parametrize("parallel", ["batched", "streams"])
+def test_parallel_controlnets_give_the_sequential_pixels(tiny_model, parallel):
+    # batched: depth and canny (one architecture) in one vmapped call over their stacked weights; streams on a
+    # CPU: one after the other (the overlap needs CUDA: the test below, and speed.py row b).
+    from controlbridge.engine.generate import pipeline_for
+    from controlbridge_protocol import ControlNetSettings
+    windows = {"depth": ControlNetSettings(weight=0.8), "canny": ControlNetSettings(weight=1.2, end=0.5)}
+    reference = _two_controlnet_job(tiny_model, controlnets=windows)
+    tiny_model.parallel_controlnets = parallel
     try:
-        on = _two_controlnet_job(tiny_model)
-        from controlbridge.engine.generate import pipeline_for
-        assert pipeline_for(tiny_model, quick_settings()).controlnet.side_streams
+        side_by_side = _two_controlnet_job(tiny_model, controlnets=windows)
+        assert pipeline_for(tiny_model, quick_settings()).controlnet.parallel == parallel   # a pipeline of its own
+        stacked = tiny_model.controlnet_stacks.get([tiny_model.controlnets["depth"], tiny_model.controlnets["canny"]])
+        assert stacked is not None
     finally:
-        tiny_model.controlnet_streams = False
-    assert not pipeline_for(tiny_model, quick_settings()).controlnet.side_streams
-    assert np.array_equal(on.image, reference)
+        tiny_model.parallel_controlnets = ""
+    assert pipeline_for(tiny_model, quick_settings()).controlnet.parallel == ""
+    difference = np.abs(side_by_side.astype(int) - reference.astype(int))
+    assert difference.max() <= 1, difference.max()
+
+
+def test_controlnets_of_different_architectures_are_not_stacked(tiny_model):
+    from controlbridge.engine.parallel_controlnets import StackedControlNets
+    from controlbridge.engine.models import ModelSpec
+    sdxl = load_model(ModelSpec("tiny-sdxl"), log=lambda m: None)
+    assert StackedControlNets().get([tiny_model.controlnets["depth"], sdxl.controlnets["depth"]]) is None
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA streams need a CUDA device")
-def test_controlnets_on_cuda_streams_give_the_same_pixels():
+@pytest.mark.parametrize("parallel", ["streams", "batched"])
+def test_parallel_controlnets_on_cuda_give_the_sequential_pixels(parallel):
     model = load_model(ModelSpec("tiny", device="cuda"), log=lambda m: None)
-    sequential = _two_controlnet_job(model).image
-    accelerate(model, log=lambda m: None, controlnet_streams=True)
-    streamed = _two_controlnet_job(model).image
     accelerate(model, log=lambda m: None)
-    again = _two_controlnet_job(model).image
-    assert np.abs(streamed.astype(int) - again.astype(int)).max() <= 1
-    assert np.abs(sequential.astype(int) - again.astype(int)).max() <= 2     # accelerate's layout changes
+    sequential = _two_controlnet_job(model)
+    accelerate(model, log=lambda m: None, parallel_controlnets=parallel)
+    side_by_side = _two_controlnet_job(model)
+    assert np.abs(side_by_side.astype(int) - sequential.astype(int)).max() <= 1

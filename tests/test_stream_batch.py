@@ -71,15 +71,21 @@ def test_new_settings_or_another_session_start_their_own_stream(model):
     assert close(changed, LiveEngine().render(model, lighthouse.replace(stream_batch=False), b).image)[0]
 
 
-def test_controlnet_windows_apply_per_frame_in_the_batch(model):
+@pytest.mark.parametrize("parallel", ["", "batched"])
+def test_controlnet_windows_apply_per_frame_in_the_batch(model, parallel):
     # depth only in the first half of the steps, canny only in the second: each frame of the batch is at
-    # another step, so the two ControlNets get different scales per frame; still the one-shot pixels.
+    # another step, so the two ControlNets get different scales per frame; still the one-shot pixels, also
+    # with the ControlNets batched over their stacked weights (per-frame scales stacked per ControlNet).
     settings = quick_settings(**STREAM, controlnets={"depth": ControlNetSettings(1.0, 0.0, 0.5),
                                                      "canny": ControlNetSettings(0.8, 0.5, 1.0)})
     shots = [scene(128, 128, shift * 9) for shift in range(5)]
     one_shot = [LiveEngine().render(model, settings, s).image for s in shots]
     engine = LiveEngine()
-    streamed = [engine.render(model, settings.replace(stream_batch=True), s, session="w").image for s in shots]
+    model.parallel_controlnets = parallel
+    try:
+        streamed = [engine.render(model, settings.replace(stream_batch=True), s, session="w").image for s in shots]
+    finally:
+        model.parallel_controlnets = ""
     assert close(streamed[4], one_shot[4 - LAG])[0]
 
 

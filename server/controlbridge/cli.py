@@ -98,9 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cuda-graphs", action="store_true",
                    help="torch.compile with CUDA graphs (reduce-overhead): fewest per-frame launches in live mode; "
                         "each frame size is recorded once, at the live session's warm-up; CUDA only")
-    s.add_argument("--controlnet-streams", action="store_true",
-                   help="run each ControlNet after the first on a CUDA stream of its own, so two ControlNets "
-                        "may overlap on the GPU (not measured yet: benchmarks/RESULTS.md); CUDA only")
+    s.add_argument("--parallel-controlnets", choices=("streams", "batched"), default="",
+                   help="run two or more ControlNets side by side: on CUDA streams of their own (CUDA only), or "
+                        "batched over stacked weights (their memory twice); not measured on a GPU yet, see "
+                        "benchmarks/RESULTS.md")
     s.add_argument("--log-json", action="store_true",
                    help="log one JSON object per line (start-up, connections, jobs, shutdown) for machines")
     s.add_argument("--ray", metavar="auto|ADDRESS",
@@ -218,7 +219,7 @@ def cmd_serve(args) -> int:
     from .server.config import ServerConfig
     config = ServerConfig(host=args.host, port=args.port, token=args.token or None,
                           allowed_origins=list(args.allow_origin), compile=args.compile,
-                          cuda_graphs=args.cuda_graphs, controlnet_streams=args.controlnet_streams,
+                          cuda_graphs=args.cuda_graphs, parallel_controlnets=args.parallel_controlnets,
                           models_dir=args.models_dir, memory_budget_gb=args.memory_budget_gb,
                           ray=args.ray, workers=args.workers,
                           model=ModelSpec(model=args.model, controlnets=dict(args.controlnet), taesd=args.taesd,

@@ -7,8 +7,8 @@
   thousands of kernel launches; each frame size is recorded once, which the live session's warm-up does). Fused
   live LoRAs are copied into the weights in place, so recorded graphs keep pointing at the right memory.
   Neither has been measured yet (no GPU here): see benchmarks/RESULTS.md;
-- optionally ControlNets on CUDA streams of their own (`--controlnet-streams`, pipelines.SkippingMultiControlNet),
-  off until a GPU measurement says it pays;
+- optionally two or more ControlNets side by side, on CUDA streams or batched (`--parallel-controlnets`,
+  engine/parallel_controlnets.py), off until a GPU measurement says which pays;
 - a warm-up job at start-up, so the first artist's frame does not pay for kernel selection or compilation.
 SDPA attention is PyTorch's default in diffusers already. Options that change the output (step caching,
 fp8 weights) are not here: they would have to be reported separately and be off by default.
@@ -23,11 +23,15 @@ from .models import LoadedModel
 
 
 def accelerate(model: LoadedModel, compile_models: bool = False, log: Callable[[str], None] = print,
-               cuda_graphs: bool = False, controlnet_streams: bool = False) -> None:
-    for flag, wanted in (("--cuda-graphs", cuda_graphs), ("--controlnet-streams", controlnet_streams)):
+               cuda_graphs: bool = False, parallel_controlnets: str = "") -> None:
+    from .parallel_controlnets import MODES
+    if parallel_controlnets not in ("", *MODES):
+        raise ValueError(f"--parallel-controlnets is {', '.join(MODES)}, not {parallel_controlnets!r}")
+    for flag, wanted in (("--cuda-graphs", cuda_graphs),
+                         ("--parallel-controlnets streams", parallel_controlnets == "streams")):
         if wanted and not model.device.startswith("cuda"):
             raise ValueError(f"{flag} needs a CUDA device; this model runs on {model.device}")
-    model.controlnet_streams = controlnet_streams
+    model.parallel_controlnets = parallel_controlnets
     base = model.base
     modules = [base.unet, base.vae, *model.controlnets.values()] + ([model.taesd] if model.taesd else [])
     for module in modules:

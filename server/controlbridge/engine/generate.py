@@ -116,7 +116,7 @@ def pipeline_for(model: LoadedModel, settings: JobSettings, resources: Optional[
     vae = model.taesd if settings.fast_decode else (resources.vae or model.base.vae)
     controlnets = [resources.controlnets.get(n) or model.controlnets[n] for n in active_controlnets(settings)]
     # The modules themselves are the key (by identity): a cached pipeline holds them, so ids cannot be reused.
-    key = (user, settings.sampler, tuple(id(cn) for cn in controlnets), id(vae), model.controlnet_streams)
+    key = (user, settings.sampler, tuple(id(cn) for cn in controlnets), id(vae), model.parallel_controlnets)
     return model.pipelines.get(key, lambda: build_pipeline(model, new_scheduler(model, settings.sampler), vae,
                                                            controlnets))
 

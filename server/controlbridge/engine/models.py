@@ -49,10 +49,16 @@ class LoadedModel:
     named: Dict[str, object] = field(default_factory=dict)   # library ControlNets / VAEs loaded for jobs, by name
     loras: LoraState = field(default_factory=LoraState)     # the LoRAs now in the shared UNet / text encoder
     pipelines: "PipelineCache" = field(default_factory=lambda: _pipeline_cache())   # built once, reused by jobs
-    controlnet_streams: bool = False  # CUDA: ControlNets after the first on streams of their own (acceleration)
+    parallel_controlnets: str = ""   # "streams" / "batched": ControlNets side by side (engine/parallel_controlnets.py)
+    controlnet_stacks: object = field(default_factory=lambda: _controlnet_stacks())   # their weights, for "batched"
 
     def describe(self) -> dict:
         return {"name": self.name, "family": self.family, "native_resolution": self.native_resolution}
+
+
+def _controlnet_stacks():
+    from .parallel_controlnets import StackedControlNets
+    return StackedControlNets()
 
 
 def _pipeline_cache():

@@ -11,12 +11,13 @@ pipeline call starts with `set_timesteps`, which resets all of its per-run state
 """
 import inspect
 from collections import OrderedDict
-from typing import Callable, Dict, Hashable, List
+from typing import Callable, Dict, Hashable, List, Optional
 
 import torch
 from diffusers.models.controlnets.multicontrolnet import MultiControlNetModel
 
 from .models import LoadedModel
+from .parallel_controlnets import StackedControlNets, batched, on_side_streams
 from .samplers import make_scheduler
 
 _PREFIX = {"sd15": "StableDiffusion", "sdxl": "StableDiffusionXL", "flux": "Flux"}
@@ -30,15 +31,14 @@ class SkippingMultiControlNet(MultiControlNetModel):
     ControlNet too, so the skip applies everywhere. When no ControlNet contributes, the UNet runs without
     residuals, which is what zero residuals mean.
 
-    `side_streams` (a CUDA model's `controlnet_streams`, `serve --controlnet-streams`): each ControlNet after the
-    first runs on a CUDA stream of its own, so the small kernels of two ControlNets at batch 1 may overlap on
-    the GPU. Off by default: whether it pays is what benchmarks/speed.py's "ControlNets on streams" path on row
-    b measures, and no GPU has run it yet. On a CPU tensor it runs them one after the other.
+    `parallel` (a model's `parallel_controlnets`, `serve --parallel-controlnets`): "streams" or "batched" runs
+    two or more active ControlNets side by side (engine/parallel_controlnets.py); "" one after the other.
     """
 
-    def __init__(self, controlnets, side_streams: bool = False):
+    def __init__(self, controlnets, parallel: str = "", stacks: Optional[StackedControlNets] = None):
         super().__init__(controlnets)
-        self.side_streams = side_streams
+        self.parallel = parallel
+        self._stacks = stacks if stacks is not None else StackedControlNets()
         self._streams: Dict[tuple, "torch.cuda.Stream"] = {}
 
     def forward(self, sample, timestep, encoder_hidden_states, controlnet_cond, conditioning_scale, **kwargs):
@@ -48,9 +48,12 @@ class SkippingMultiControlNet(MultiControlNetModel):
 
         active = [(image, scale, net) for image, scale, net in zip(controlnet_cond, conditioning_scale, self.nets)
                   if torch.as_tensor(scale).any()]     # a float, or one scale per batch item (stream batch)
-        if self.side_streams and len(active) > 1 and sample.is_cuda:
-            outputs = self._on_side_streams(active, run, sample.device)
-        else:
+        outputs = None
+        if len(active) > 1 and self.parallel == "streams" and sample.is_cuda:
+            outputs = on_side_streams(active, run, self._streams, sample.device)
+        elif len(active) > 1 and self.parallel == "batched":
+            outputs = batched(active, self._stacks, sample, timestep, encoder_hidden_states, kwargs)
+        if outputs is None:
             outputs = [run(*item) for item in active]
         down, mid = None, None
         for d, m in outputs:
@@ -60,24 +63,6 @@ class SkippingMultiControlNet(MultiControlNetModel):
                 down = [a + b for a, b in zip(down, d)]
                 mid = mid + m
         return down, mid
-
-    def _on_side_streams(self, active, run, device) -> list:
-        """The first ControlNet on the current stream, each other one on its own, joined before the sums."""
-        main = torch.cuda.current_stream(device)
-        outputs, side = [], []
-        for i, item in enumerate(active[1:], start=1):
-            stream = self._streams.setdefault((str(device), i), torch.cuda.Stream(device))
-            stream.wait_stream(main)               # its inputs were written on the main stream
-            with torch.cuda.stream(stream):
-                outputs.append(run(*item))
-            side.append(stream)
-        outputs.insert(0, run(*active[0]))         # meanwhile, on the main stream
-        for stream in side:
-            main.wait_stream(stream)               # the sums read what the side streams wrote
-        for d, m in outputs[1:]:
-            for t in (*d, m):
-                t.record_stream(main)              # made on a side stream, used and freed on the main one
-        return outputs
 
 
 class PipelineCache:
@@ -126,7 +111,8 @@ def build_pipeline(model: LoadedModel, scheduler, vae, controlnets: List[torch.n
         if model.family == "flux":
             parts["controlnet"] = controlnets[0] if len(controlnets) == 1 else controlnets
         else:
-            parts["controlnet"] = SkippingMultiControlNet(controlnets, side_streams=model.controlnet_streams)
+            parts["controlnet"] = SkippingMultiControlNet(controlnets, model.parallel_controlnets,
+                                                          model.controlnet_stacks)
     pipe = cls(**parts)
     pipe.set_progress_bar_config(disable=True)
     return pipe

@@ -135,8 +135,8 @@ def load_models(config: ServerConfig, model: Optional[LoadedModel] = None,
     """The default model (loaded, sped up and warmed up on a GPU, unless given) and the model library."""
     if model is None:
         model = load_model(config.model, log)
-        if model.device != "cpu" or config.accelerate or config.cuda_graphs or config.controlnet_streams:
-            accelerate(model, config.compile, log, config.cuda_graphs, config.controlnet_streams)
+        if model.device != "cpu" or config.accelerate or config.cuda_graphs or config.parallel_controlnets:
+            accelerate(model, config.compile, log, config.cuda_graphs, config.parallel_controlnets)
         if model.device != "cpu":
             warm_up(model, log)
     if config.models_dir is not None and not config.models_dir.is_dir():

@@ -46,7 +46,7 @@ class ServerConfig:
     accelerate: bool = False      # the speed-ups of engine/acceleration.py on CPU too (always on a GPU)
     compile: bool = False         # torch.compile the UNet and ControlNets
     cuda_graphs: bool = False     # ... with CUDA graphs (compile mode reduce-overhead); CUDA devices only
-    controlnet_streams: bool = False   # ControlNets on CUDA streams of their own; CUDA devices only
+    parallel_controlnets: str = ""   # "streams" (CUDA) or "batched": ControlNets side by side
     shutdown_grace_s: float = 300.0   # on SIGTERM/SIGINT the running job may finish within this
     ray: Optional[str] = None     # "auto" (a local Ray) or a cluster's address: workers as Ray actors
     workers: Optional[int] = None  # how many (default: one per GPU of the cluster)
