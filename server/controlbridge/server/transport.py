@@ -152,6 +152,7 @@ class WebsocketTransport:
                 except asyncio.TimeoutError:
                     log.warning("client %s: announced attachments overdue, dropped", conn.client_name or conn.id)
                     items = reader.give_up_waiting(f"within {limits.attachment_deadline_s} s")
+                    read_at = time.perf_counter()
                     deadline = None
                 for item in items:
                     try:
