@@ -31,6 +31,8 @@ def test_a_bf16_model_stays_bf16_through_jobs_loras_and_warm_up(tmp_path):
     lora = write_lora(model, tmp_path / "style.safetensors")
     generate(model, quick_settings(steps=2), inputs, resources=JobResources(loras=[(str(lora), 0.8)]))
     generate(model, quick_settings(steps=2), inputs)        # LoRA unloaded again
+    model.parallel_controlnets = "batched"                   # over a stacked copy of the ControlNets' weights
+    generate(model, quick_settings(steps=2, controlnets=both), inputs)
     assert dtypes(model) == before
 
 
