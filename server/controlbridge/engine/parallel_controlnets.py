@@ -64,11 +64,19 @@ class StackedControlNets:
                or n.device != first.device for n in nets[1:]):
             return None
         params, buffers = torch.func.stack_module_state(nets)
-        template = copy.deepcopy(first).to("meta")      # the structure only: functional_call brings the weights
+        template = _structure(first)
         self._stacks[key] = stack = (template, params, buffers)
         if len(self._stacks) > self.size:
             self._stacks.popitem(last=False)
         return stack
+
+
+def _structure(net: torch.nn.Module) -> torch.nn.Module:
+    """A copy of the module with its tensors on the meta device (functional_call brings the weights): the
+    deepcopy is told each tensor's meta stand-in, so the weights are never copied, not even for a moment."""
+    memo = {id(p): torch.nn.Parameter(torch.empty_like(p, device="meta"), p.requires_grad) for p in net.parameters()}
+    memo.update({id(b): torch.empty_like(b, device="meta") for b in net.buffers()})
+    return copy.deepcopy(net, memo)
 
 
 def _architecture(net) -> dict:
