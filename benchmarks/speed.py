@@ -9,7 +9,7 @@
 
 Rows (a, b, t, c: the stock pipeline and our engine; server-X: row X through the whole server):
   a         SD1.5 512x512 + depth ControlNet, 8 steps x denoise 0.5 = 4 run, CFG 1, TAESD decode (live)
-  b         the same with depth + canny ControlNets (the issue's live target row); ours twice: the ControlNets
+  b         the same with depth + canny ControlNets (the issue's live target row); ours three times: the ControlNets
             one after the other, then side by side (`serve --parallel-controlnets streams|batched`; row t too)
   t         turbo-style: b at 2 steps x 0.5 = 1 run step
   s         stream batch: b with the ddim sampler and settings.stream_batch, the 4 run steps of 4 consecutive

@@ -52,20 +52,28 @@ def _two_controlnet_job(model, **changes):
 
 @pytest.mark.parametrize("parallel", ["batched", "streams"])
 def test_parallel_controlnets_give_the_sequential_pixels(tiny_model, parallel):
-    # batched: depth and canny (one architecture) in one vmapped call over their stacked weights; streams on a
-    # CPU: one after the other (the overlap needs CUDA: the test below, and speed.py row b).
+    # batched: depth and canny (one architecture) in one vmapped call over their stacked weights, so the depth
+    # ControlNet's own forward runs only in the steps after canny's window; streams on a CPU: one after the
+    # other (the overlap needs CUDA: the test below, and speed.py row b).
     from controlbridge.engine.generate import pipeline_for
     from controlbridge_protocol import ControlNetSettings
     windows = {"depth": ControlNetSettings(weight=0.8), "canny": ControlNetSettings(weight=1.2, end=0.5)}
-    reference = _two_controlnet_job(tiny_model, controlnets=windows)
-    tiny_model.parallel_controlnets = parallel
+    depth_calls, depth = [], tiny_model.controlnets["depth"]
+    # (a stack's template is a copy of the module, hooks included: count the module's own calls only)
+    hook = depth.register_forward_hook(lambda module, *_: depth_calls.append(1) if module is depth else None)
     try:
+        reference = _two_controlnet_job(tiny_model, controlnets=windows)
+        sequential_calls, depth_calls[:] = len(depth_calls), []
+        tiny_model.parallel_controlnets = parallel
         side_by_side = _two_controlnet_job(tiny_model, controlnets=windows)
         assert pipeline_for(tiny_model, quick_settings()).controlnet.parallel == parallel   # a pipeline of its own
-        stacked = tiny_model.controlnet_stacks.get([tiny_model.controlnets["depth"], tiny_model.controlnets["canny"]])
-        assert stacked is not None
     finally:
         tiny_model.parallel_controlnets = ""
+        hook.remove()
+    if parallel == "batched":
+        assert 0 < len(depth_calls) < sequential_calls, (len(depth_calls), sequential_calls)
+    else:
+        assert len(depth_calls) == sequential_calls
     assert pipeline_for(tiny_model, quick_settings()).controlnet.parallel == ""
     difference = np.abs(side_by_side.astype(int) - reference.astype(int))
     assert difference.max() <= 1, difference.max()
@@ -73,7 +81,6 @@ def test_parallel_controlnets_give_the_sequential_pixels(tiny_model, parallel):
 
 def test_controlnets_of_different_architectures_are_not_stacked(tiny_model):
     from controlbridge.engine.parallel_controlnets import StackedControlNets
-    from controlbridge.engine.models import ModelSpec
     sdxl = load_model(ModelSpec("tiny-sdxl"), log=lambda m: None)
     assert StackedControlNets().get([tiny_model.controlnets["depth"], sdxl.controlnets["depth"]]) is None
 

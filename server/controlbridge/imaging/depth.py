@@ -115,7 +115,7 @@ def depth_to_control_torch(depth: "torch.Tensor", far: Optional[float] = None) -
     z = depth.to(torch.float32)
     if z.ndim != 2:
         raise ValueError(f"depth must be a 2-D buffer, got shape {tuple(z.shape)}")
-    far_limit = DEFAULT_FAR if far is None else abs(float(far))
+    far_limit = _far_limit(far)
     finite = torch.isfinite(z)
     # One host sync for the sign rule and emptiness, not one per test.
     any_pos, any_neg = torch.stack([(finite & (z > 0)).any(), (finite & (z < 0)).any()]).tolist()

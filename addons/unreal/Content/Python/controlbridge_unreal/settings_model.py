@@ -60,7 +60,7 @@ def control_fields(kind: str, weight: float, what: str, estimator_examples: str 
 CONTROL_KIND_TEXT = {
     "depth": (1.0, "Depth ControlNet (the capture's SceneDepth)"),
     "canny": (0.5, "Canny (edges of the captured color, made by the server) ControlNet"),
-    "normal": (0.0, "Normal ControlNet (the capture's world normals, sent camera-space)"),
+    "normal": (0.0, "Normal ControlNet (the capture's world normals; the server makes them camera-space)"),
     "lineart": (0.0, "Lineart ControlNet (lines the server's estimator draws from the color)", "lineart"),
     "softedge": (0.0, "Soft edge ControlNet (HED/PiDiNet edges the server's estimator makes from the color)",
                  "hed, pidinet"),
